@@ -1,0 +1,149 @@
+"""Configuration: one frozen dataclass, validated once, never edited in place."""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from kl_guard._findings import CODES
+
+ENV_MODE = "KL_GUARD_MODE"
+
+
+class Mode(str, enum.Enum):
+    """What kl_guard does with a finding."""
+
+    WARN = "warn"
+    RAISE = "raise"
+    LOG = "log"
+    OFF = "off"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """The settings of one layer (``install()`` or a ``guard()``).
+
+    ``check_every=None`` is the default policy: the first ``warmup`` calls at
+    every call site are checked, then the gap between checks doubles up to
+    ``max_interval`` calls. ``check_every=N`` checks the first call and every
+    N-th call after it at each call site.
+    """
+
+    mode: Mode = Mode.WARN
+    check_every: int | None = None
+    warmup: int = 8
+    max_interval: int = 1024
+    sample_rows: int = 16
+    select: frozenset[str] | None = None
+    ignore: frozenset[str] = frozenset()
+
+    def enabled(self, code: str) -> bool:
+        if code in self.ignore:
+            return False
+        return self.select is None or code in self.select
+
+
+OPTION_NAMES = tuple(
+    field.name for field in dataclasses.fields(Config) if field.name != "mode"
+)
+
+
+def _choices(values: Iterable[str]) -> str:
+    return ", ".join(repr(v) for v in values)
+
+
+def parse_mode(value: object, *, source: str = "mode") -> Mode:
+    """Turn ``"warn"`` (or a :class:`Mode`) into a Mode, listing the valid ones on error."""
+    if isinstance(value, Mode):
+        return value
+    if isinstance(value, str):
+        try:
+            return Mode(value.strip().lower())
+        except ValueError:
+            pass
+    raise ValueError(
+        f"kl_guard: {source} must be one of {_choices(m.value for m in Mode)}, "
+        f"not {value!r}."
+    )
+
+
+def parse_codes(value: object, *, option: str) -> frozenset[str]:
+    """Accept ``"KLG001,KLG003"`` or any iterable of codes; reject unknown codes."""
+    if isinstance(value, str):
+        items = [part.strip() for part in value.split(",") if part.strip()]
+    elif isinstance(value, Iterable):
+        items = list(value)
+    else:
+        raise TypeError(
+            f"kl_guard: {option} must be a comma-separated string or an iterable "
+            f"of codes, not {type(value).__name__}."
+        )
+    codes: set[str] = set()
+    for item in items:
+        code = item.strip().upper() if isinstance(item, str) else item
+        if code not in CODES:
+            raise ValueError(
+                f"kl_guard: unknown code {item!r} in {option}; "
+                f"valid codes are {_choices(CODES)}."
+            )
+        codes.add(code)
+    return frozenset(codes)
+
+
+def _positive_int(value: object, *, option: str, allow_none: bool = False) -> int | None:
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        expected = "a positive int or None" if allow_none else "a positive int"
+        raise TypeError(
+            f"kl_guard: {option} must be {expected}, not {type(value).__name__} {value!r}."
+        )
+    if value < 1:
+        raise ValueError(f"kl_guard: {option} must be >= 1, not {value}.")
+    return value
+
+
+def configure(base: Config, mode: object = None, **options: Any) -> Config:
+    """Return ``base`` with ``mode`` and ``options`` applied, validating every value.
+
+    Errors are raised here, at configuration time, so a bad setting never
+    surfaces in the middle of a training run.
+    """
+    unknown = sorted(set(options) - set(OPTION_NAMES))
+    if unknown:
+        raise TypeError(
+            f"kl_guard: unknown option {unknown[0]!r}; "
+            f"valid options are 'mode', {_choices(OPTION_NAMES)}."
+        )
+    changes: dict[str, Any] = {}
+    if mode is not None:
+        changes["mode"] = parse_mode(mode)
+    for name in ("warmup", "max_interval", "sample_rows"):
+        if name in options:
+            changes[name] = _positive_int(options[name], option=name)
+    if "check_every" in options:
+        changes["check_every"] = _positive_int(
+            options["check_every"], option="check_every", allow_none=True
+        )
+    if "select" in options:
+        select = options["select"]
+        changes["select"] = None if select is None else parse_codes(select, option="select")
+    if "ignore" in options:
+        ignore = options["ignore"]
+        changes["ignore"] = frozenset() if ignore is None else parse_codes(ignore, option="ignore")
+    return dataclasses.replace(base, **changes)
+
+
+def default_config(environ: Mapping[str, str] | None = None) -> Config:
+    """The configuration before any option: ``KL_GUARD_MODE`` sets the mode."""
+    env = os.environ if environ is None else environ
+    raw = env.get(ENV_MODE, "").strip()
+    if not raw:
+        return Config()
+    return Config(mode=parse_mode(raw, source=f"the environment variable {ENV_MODE}"))

@@ -1,0 +1,551 @@
+"""Diagnosis: the numbers from ``_statistics`` and the call's arguments in, findings out.
+
+Pure functions over small Python values: no tensors are touched here, no
+patching, no I/O. Everything a message says comes from a :class:`Call` and
+the :class:`~kl_guard._statistics.DimStats` of the dimensions examined.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import math
+from collections.abc import Mapping, Sequence
+from typing import Literal
+
+from kl_guard._findings import CODES
+from kl_guard._statistics import DimStats, SideStats
+
+Api = Literal["function", "module"]
+
+_DTYPE_ABBREVIATIONS = {
+    "float64": "f64",
+    "float32": "f32",
+    "float16": "f16",
+    "bfloat16": "bf16",
+}
+# Machine epsilon of each dtype, for the rounding allowed in a loss.
+_EPS = {"float64": 2.2e-16, "float32": 1.2e-7, "float16": 9.8e-4, "bfloat16": 7.8e-3}
+# Allowed error of a row sum (probabilities) or a logsumexp (log-probabilities).
+# Generous on purpose: a float32 tensor may hold values rounded in half
+# precision upstream (a teacher run in bf16), and a real misuse is off by far
+# more (logits, unnormalized scores, a wrong dimension).
+_NORM_TOL = {"float64": 5e-3, "float32": 5e-3, "float16": 2e-2, "bfloat16": 2e-2}
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorInfo:
+    """What the diagnosis needs of a tensor without holding it."""
+
+    shape: tuple[int, ...]
+    dtype: str
+    requires_grad: bool = False
+
+    @property
+    def summary(self) -> str:
+        short = _DTYPE_ABBREVIATIONS.get(self.dtype, self.dtype)
+        return f"{short}[{', '.join(str(s) for s in self.shape)}]"
+
+
+@dataclasses.dataclass(frozen=True)
+class Call:
+    """The arguments of one kl_div call, as plain values."""
+
+    input: TensorInfo
+    target: TensorInfo
+    reduction: str
+    log_target: bool
+    api: Api = "function"
+    reduction_arg: object = "mean"
+    size_average: object = None
+    reduce: object = None
+    grad_enabled: bool = True
+    loss: float | None = None
+
+    @property
+    def legacy(self) -> bool:
+        return self.size_average is not None or self.reduce is not None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The shape both tensors broadcast to (the input's when they do not)."""
+        return broadcast_shape(self.input.shape, self.target.shape) or self.input.shape
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnosis:
+    """One finding before it is attributed to a call site."""
+
+    code: str
+    headline: str
+    evidence: tuple[str, ...]
+    fix: str
+
+    def render(self, location: str) -> str:
+        lines = [f"{self.code}: {self.headline}"]
+        lines += [f"  {line}" for line in self.evidence]
+        lines.append(f"  fix: {self.fix}")
+        lines.append(f"  at: {location}")
+        return "\n".join(lines)
+
+
+class Space(enum.Enum):
+    """What the values along one dimension look like."""
+
+    PROB = "probabilities"
+    LOGPROB = "log-probabilities"
+    NONNEG = "non-negative scores that are not normalized"
+    NONPOS = "non-positive log-scores that are not normalized"
+    SIGNED = "raw logits (values of both signs, not normalized)"
+    UNKNOWN = "unknown"
+
+    @property
+    def normalized(self) -> bool:
+        return self in (Space.PROB, Space.LOGPROB)
+
+
+def resolve_reduction(size_average: object, reduce: object, reduction: object) -> str:
+    """The reduction torch applies, following ``torch.nn._reduction.legacy_get_string``."""
+    if size_average is None and reduce is None:
+        return str(reduction)
+    average = True if size_average is None else bool(size_average)
+    reducing = True if reduce is None else bool(reduce)
+    if average and reducing:
+        return "mean"
+    return "sum" if reducing else "none"
+
+
+def broadcast_shape(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...] | None:
+    """The broadcast of two shapes, or None when they do not broadcast."""
+    out: list[int] = []
+    for i in range(1, max(len(a), len(b)) + 1):
+        x = a[-i] if i <= len(a) else 1
+        y = b[-i] if i <= len(b) else 1
+        if x != y and 1 not in (x, y):
+            return None
+        out.append(max(x, y) if 1 not in (x, y) else x * y)
+    return tuple(reversed(out))
+
+
+def candidate_dims(shape: Sequence[int]) -> tuple[int, ...]:
+    """Dimensions that may hold the distribution, most likely first.
+
+    ``[N, C]`` holds it on dim 1; ``[B, T, V]`` token distributions and
+    ``[B, H, T, T]`` attention rows on the last dim; ``[N, C, T]`` and
+    ``[N, C, H, W]`` dense predictions on dim 1. The statistics decide
+    between the two; the order only breaks ties when nothing is normalized.
+    """
+    n = len(shape)
+    if n == 0:
+        return ()
+    if n == 1:
+        dims: tuple[int, ...] = (0,)
+    elif n == 2:
+        dims = (1,)
+    elif n == 3:
+        dims = (2, 1)
+    elif shape[-1] == shape[-2]:
+        dims = (n - 1, 1)
+    else:
+        dims = (1, n - 1)
+    return tuple(d for d in dims if shape[d] > 1)
+
+
+def other_dims(shape: Sequence[int]) -> tuple[int, ...]:
+    """The remaining dimensions, where a distribution would be misplaced (KLG006)."""
+    candidates = candidate_dims(shape)
+    return tuple(d for d in range(len(shape)) if shape[d] > 1 and d not in candidates)
+
+
+def classify(side: SideStats, kept: int, dtype: str) -> Space:
+    if kept == 0 or side.has_nan or side.value.hi == math.inf:
+        return Space.UNKNOWN
+    tol = _NORM_TOL.get(dtype, 5e-3)
+    if side.value.lo >= -tol and side.row_sum.within(1.0, tol):
+        return Space.PROB
+    if side.value.hi <= tol and side.logsumexp.within(0.0, tol):
+        return Space.LOGPROB
+    if side.value.lo >= 0:
+        return Space.NONNEG
+    if side.value.hi <= 0:
+        return Space.NONPOS
+    return Space.SIGNED
+
+
+def _fmt(x: float) -> str:
+    if math.isnan(x) or math.isinf(x):
+        return str(x)
+    return f"{x:.4g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+
+
+def _range(lo: float, hi: float) -> str:
+    return _fmt(lo) if _fmt(lo) == _fmt(hi) else f"{_fmt(lo)}..{_fmt(hi)}"
+
+
+def _dim_name(dim: int, ndim: int) -> str:
+    return "-1" if dim == ndim - 1 and ndim >= 3 else str(dim)
+
+
+def _evidence(name: str, info: TensorInfo, stats: DimStats, side: SideStats) -> str:
+    rows = f"{stats.kept} of {stats.total_rows} rows" if stats.rows < stats.total_rows or (
+        stats.kept < stats.rows
+    ) else f"{stats.kept} rows"
+    return (
+        f"{name + ':':8}{info.summary}, dim {stats.dim} ({rows}): "
+        f"values {_range(side.value.lo, side.value.hi)}, "
+        f"row sums {_range(side.row_sum.lo, side.row_sum.hi)}, "
+        f"logsumexp {_range(side.logsumexp.lo, side.logsumexp.hi)}"
+    )
+
+
+def _render_call(call: Call, input_expr: str, target_expr: str, *, log_target: bool) -> str:
+    reduction = "batchmean" if call.reduction == "mean" else call.reduction
+    if len(call.shape) == 1 and reduction == "batchmean":
+        reduction = "sum"
+    args = f'reduction="{reduction}"' + (", log_target=True" if log_target else "")
+    if call.api == "module":
+        return f"nn.KLDivLoss({args})({input_expr}, {target_expr})"
+    return f"F.kl_div({input_expr}, {target_expr}, {args})"
+
+
+def argument_findings(call: Call) -> list[Diagnosis]:
+    """Findings that need no statistics: KLG001, KLG005 and KLG008."""
+    out: list[Diagnosis] = []
+    shape = call.shape
+    if call.reduction == "mean" and len(shape) >= 1:
+        out.append(_reduction_mean(call, shape))
+    if call.input.shape != call.target.shape:
+        out.append(_shapes_differ(call, shape))
+    if call.grad_enabled and call.target.requires_grad and not call.input.requires_grad:
+        out.append(
+            Diagnosis(
+                "KLG008",
+                "the target of kl_div requires grad but the input does not",
+                (
+                    f"input:  {call.input.summary}, requires_grad=False",
+                    f"target: {call.target.summary}, requires_grad=True",
+                    "the gradient flows into the target: the roles are usually swapped "
+                    "(kl_div(input=log q_model, target=p_reference))",
+                ),
+                _render_call(
+                    call,
+                    "F.log_softmax(model_logits, dim=1)",
+                    "F.softmax(reference_logits, dim=1).detach()",
+                    log_target=False,
+                ),
+            )
+        )
+    return out
+
+
+def _reduction_mean(call: Call, shape: tuple[int, ...]) -> Diagnosis:
+    numel = math.prod(shape)
+    per_sample = numel // shape[0] if shape[0] else 0
+    if call.legacy:
+        source = (
+            f"the deprecated size_average={call.size_average!r}, reduce={call.reduce!r} "
+            "resolve to reduction='mean'"
+        )
+        if isinstance(call.reduce, str) or isinstance(call.size_average, str):
+            source += " (a string there is only truthy; it is not a reduction)"
+    elif call.api == "module":
+        source = "the module's reduction is 'mean' (nn.KLDivLoss's default)"
+    else:
+        source = (
+            "reduction='mean' was passed"
+            if call.reduction_arg == "mean" and call.reduction_arg is not None
+            else "reduction defaults to 'mean'"
+        )
+    if len(shape) == 1:
+        why = (
+            f"'mean' divides the KL of this single distribution by its {numel} classes; "
+            "'sum' gives the true KL"
+        )
+    else:
+        why = (
+            f"'mean' divides by all {numel} elements, so the value is {per_sample}x smaller "
+            f"than the KL per sample ({per_sample} elements per sample); "
+            "'batchmean' divides by the batch size only"
+        )
+    return Diagnosis(
+        "KLG001",
+        "kl_div reduction 'mean' is not the KL divergence per sample",
+        (source, why),
+        _render_call(call, "input", "target", log_target=call.log_target),
+    )
+
+
+def _shapes_differ(call: Call, shape: tuple[int, ...]) -> Diagnosis:
+    evidence = [
+        f"input:  {call.input.summary}",
+        f"target: {call.target.summary}",
+        f"kl_div broadcasts both to [{', '.join(map(str, shape))}] without a warning",
+    ]
+    if call.reduction == "batchmean" and call.input.shape[:1] != shape[:1]:
+        evidence.append(
+            f"'batchmean' divides by input.size(0) = "
+            f"{call.input.shape[0] if call.input.shape else 1}, not by the batch of {shape[0]}"
+        )
+    return Diagnosis(
+        "KLG005",
+        "input and target of kl_div have different shapes",
+        tuple(evidence),
+        "give both the same shape, e.g. target.expand_as(input) if the broadcast is "
+        "intended, or index the matching rows",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Reading:
+    """The chosen distribution dimension and what each tensor looks like there."""
+
+    dim: int
+    stats: DimStats
+    input: Space
+    target: Space
+
+
+def _read(call: Call, stats: Mapping[int, DimStats]) -> _Reading | None:
+    candidates = [d for d in candidate_dims(call.shape) if d in stats]
+    if not candidates:
+        return None
+
+    def spaces(d: int) -> tuple[Space, Space]:
+        s = stats[d]
+        return classify(s.input, s.kept, call.input.dtype), classify(
+            s.target, s.kept, call.target.dtype
+        )
+
+    def score(d: int) -> int:
+        i, t = spaces(d)
+        return int(i.normalized) + int(t.normalized)
+
+    dim = max(candidates, key=score)  # max keeps the first of equal scores
+    i, t = spaces(dim)
+    return _Reading(dim, stats[dim], i, t)
+
+
+def _normalized_elsewhere(
+    call: Call, stats: Mapping[int, DimStats], dim: int, which: Literal["input", "target"]
+) -> DimStats | None:
+    info = call.input if which == "input" else call.target
+    for d, s in stats.items():
+        if d != dim and classify(getattr(s, which), s.kept, info.dtype).normalized:
+            return s
+    return None
+
+
+def wants_more_dims(call: Call, stats: Mapping[int, DimStats]) -> tuple[int, ...]:
+    """Other dimensions worth examining: only when a tensor is off on the chosen one."""
+    reading = _read(call, stats)
+    if reading is None:
+        return ()
+    expected = Space.LOGPROB if call.log_target else Space.PROB
+    off = reading.input not in (Space.LOGPROB, Space.UNKNOWN) or reading.target not in (
+        expected,
+        Space.UNKNOWN,
+    )
+    if not off:
+        return ()
+    return tuple(d for d in other_dims(call.shape) if d not in stats)
+
+
+def tensor_findings(call: Call, stats: Mapping[int, DimStats]) -> list[Diagnosis]:
+    """Findings from the statistics: KLG002, KLG003, KLG006, KLG007 and KLG004."""
+    reading = _read(call, stats)
+    out: list[Diagnosis] = []
+    if reading is not None:
+        out += _space_findings(call, stats, reading)
+    loss = _loss_finding(call, stats, reading, out)
+    if loss is not None:
+        out.append(loss)
+    return out
+
+
+def _space_findings(
+    call: Call, stats: Mapping[int, DimStats], r: _Reading
+) -> list[Diagnosis]:
+    ndim = len(call.shape)
+    d = _dim_name(r.dim, ndim)
+    ev_input = _evidence("input", call.input, r.stats, r.stats.input)
+    ev_target = _evidence("target", call.target, r.stats, r.stats.target)
+    out: list[Diagnosis] = []
+    misplaced: list[tuple[str, DimStats]] = []
+    swapped = r.input is Space.PROB and r.target is Space.LOGPROB and not call.log_target
+
+    if swapped:
+        out.append(
+            Diagnosis(
+                "KLG003",
+                "input and target of kl_div look swapped: input is probabilities, "
+                "target is log-probabilities",
+                (ev_input, ev_target, "kl_div(input, target) wants input = log q (the model), "
+                 "target = p (the reference)"),
+                _render_call(
+                    call,
+                    f"F.log_softmax(model_logits, dim={d})",
+                    f"F.softmax(reference_logits, dim={d})",
+                    log_target=False,
+                ),
+            )
+        )
+    elif r.input not in (Space.LOGPROB, Space.UNKNOWN):
+        elsewhere = (
+            _normalized_elsewhere(call, stats, r.dim, "input")
+            if r.input is not Space.PROB
+            else None
+        )
+        if elsewhere is not None:
+            misplaced.append(("input", elsewhere))
+        else:
+            what = {
+                Space.PROB: "probabilities (softmax output?), not log-probabilities",
+                Space.NONNEG: "non-negative scores that are not normalized, not log-probabilities",
+                Space.NONPOS: "log-scores that do not normalize (logsumexp is not 0)",
+                Space.SIGNED: "raw logits, not log-probabilities",
+            }[r.input]
+            wants = f"kl_div wants input = log-probabilities over dim {d}"
+            if r.input is Space.PROB:
+                wants += " (probs.clamp_min(1e-12).log() if only probabilities exist)"
+            out.append(
+                Diagnosis(
+                    "KLG003",
+                    f"input to kl_div looks like {what}",
+                    (ev_input, wants),
+                    _render_call(
+                        call,
+                        f"F.log_softmax(logits, dim={d})",
+                        "target",
+                        log_target=call.log_target,
+                    ),
+                )
+            )
+
+    expected = Space.LOGPROB if call.log_target else Space.PROB
+    if not swapped and r.target not in (expected, Space.UNKNOWN):
+        elsewhere = _normalized_elsewhere(call, stats, r.dim, "target")
+        if r.target.normalized or (r.target is Space.NONNEG and call.log_target):
+            space = "log-probabilities" if r.target is Space.LOGPROB else r.target.value
+            out.append(
+                Diagnosis(
+                    "KLG002",
+                    f"kl_div was called with log_target={call.log_target} "
+                    f"but the target looks like {space}",
+                    (
+                        ev_target,
+                        "log_target=True means the target holds log-probabilities; "
+                        "log_target=False (the default) means probabilities",
+                    ),
+                    _render_call(call, "input", "target", log_target=not call.log_target),
+                )
+            )
+        elif elsewhere is not None:
+            misplaced.append(("target", elsewhere))
+        else:
+            if call.log_target:
+                headline = "target of kl_div (log_target=True) is not log-probabilities"
+                fix_target = f"F.log_softmax(target_logits, dim={d})"
+            elif r.target is Space.NONNEG:
+                headline = "target of kl_div is non-negative but its rows do not sum to 1"
+                fix_target = f"target / target.sum(dim={d}, keepdim=True)"
+            else:
+                headline = "target of kl_div has negative values: it is not probabilities"
+                fix_target = f"F.softmax(target_logits, dim={d})"
+            out.append(
+                Diagnosis(
+                    "KLG007",
+                    headline,
+                    (ev_target, "all-zero rows (masked padding) are ignored"),
+                    _render_call(call, "input", fix_target, log_target=call.log_target),
+                )
+            )
+
+    if misplaced:
+        evidence: list[str] = []
+        for name, s in misplaced:
+            info = call.input if name == "input" else call.target
+            side = s.input if name == "input" else s.target
+            evidence.append(
+                f"{name} is normalized over dim {s.dim} (size {s.size}), "
+                f"not over dim {d} (size {r.stats.size})"
+            )
+            evidence.append(_evidence(name, info, s, side))
+        wrong = misplaced[0][1].dim
+        fn = "softmax" if misplaced[-1][0] == "target" and not call.log_target else "log_softmax"
+        out.append(
+            Diagnosis(
+                "KLG006",
+                f"a distribution passed to kl_div is normalized over dim {wrong}, "
+                f"not over the class dim {d}",
+                tuple(evidence),
+                f"F.{fn}(x, dim={d}) instead of F.{fn}(x, dim={wrong})",
+            )
+        )
+    return out
+
+
+def loss_tolerance(call: Call, classes: int) -> float:
+    """How negative a loss may be from rounding alone, for this call."""
+    eps = _EPS.get(call.input.dtype, 1.2e-7)
+    per_row = 8 * eps * max(1.0, math.log(max(classes, 2)))
+    shape = call.shape
+    rows = math.prod(shape) // max(classes, 1)
+    if call.reduction == "sum":
+        return per_row * rows
+    if call.reduction == "batchmean":
+        return per_row * rows / max(shape[0] if shape else 1, 1)
+    if call.reduction == "mean":
+        return per_row / max(classes, 1)
+    return per_row
+
+
+def _loss_finding(
+    call: Call,
+    stats: Mapping[int, DimStats],
+    reading: _Reading | None,
+    found: Sequence[Diagnosis],
+) -> Diagnosis | None:
+    classes = reading.stats.size if reading else (call.shape[-1] if call.shape else 1)
+    tol = loss_tolerance(call, classes)
+    if call.reduction == "none":
+        value = reading.stats.loss_row_min if reading else None
+        label = "the lowest per-row sum of the unreduced loss"
+    else:
+        value = call.loss
+        label = f"the loss ({call.reduction})"
+    if value is None or (math.isfinite(value) and value >= -tol):
+        return None
+    if math.isnan(value):
+        headline = "kl_div returned NaN"
+    elif math.isinf(value):
+        headline = f"kl_div returned {value}"
+    else:
+        headline = "kl_div returned a negative loss: a KL divergence is never negative"
+    causes = [f.code for f in found if f.code in ("KLG002", "KLG003", "KLG006", "KLG007")]
+    if causes:
+        cause = f"cause: {', '.join(causes)} above ({CODES[causes[0]]})"
+        fix = "fix the findings above; this one goes with them"
+    elif reading is not None and reading.stats.input.value.lo == -math.inf:
+        cause = (
+            "cause: the input holds -inf (the log of a zero probability); where the "
+            "target is 0 too, 0 * -inf is NaN"
+        )
+        fix = "compute the input with F.log_softmax(logits, dim=...) rather than probs.log()"
+    elif reading is not None and (reading.stats.input.has_nan or reading.stats.target.has_nan):
+        cause = "cause: the input or the target already holds NaN"
+        fix = "find where the NaN comes from (torch.autograd.detect_anomaly helps)"
+    elif reading is not None and reading.stats.rows < reading.stats.total_rows:
+        cause = (
+            f"cause: not found in the {reading.stats.rows} of {reading.stats.total_rows} rows "
+            "sampled; the misuse is in rows that were not examined"
+        )
+        fix = "kl_guard.check(input, target, ...) in a debugger with sample_rows raised"
+    else:
+        cause = "cause: not found in the statistics kl_guard keeps"
+        fix = "check that input and target come from log_softmax / softmax over the class dim"
+    return Diagnosis(
+        "KLG004",
+        headline,
+        (f"{label} is {_fmt(value)} (rounding allows down to {_fmt(-tol)})", cause),
+        fix,
+    )

@@ -1,0 +1,360 @@
+"""Patching: the wrapt wrappers around the KL entry points, install() and guard().
+
+The patch is applied while at least one layer is active (``install()`` or a
+running ``guard()``) and removed when the last one ends. The wrappers stay
+thin: pick the call site, ask the policy, call torch, then hand the tensors
+to ``_check`` and the findings to ``_reporting``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import threading
+import warnings
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+import torch
+import wrapt
+
+from kl_guard import _check, _reporting
+from kl_guard._config import Config, Mode, configure, default_config
+from kl_guard._diagnosis import Api
+from kl_guard._findings import Finding
+from kl_guard._policy import SitePolicy
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_is_compiling: Callable[[], bool] = getattr(
+    torch.compiler, "is_compiling", None
+) or torch._dynamo.is_compiling
+
+# Torch's own warning for reduction='mean', as raised from inside our
+# wrappers: while kl_guard is active its KLG001 replaces it. The module
+# pattern matches only warnings attributed to this file, so the filter is
+# inert for calls that do not pass through kl_guard.
+_MEAN_WARNING = dict(
+    action="ignore",
+    message=r"reduction: 'mean' divides the total loss",
+    category=UserWarning,
+    module=rf"{__name__.replace('.', chr(92) + '.')}\Z",
+)
+
+
+def _filter_mean_warning() -> None:
+    entry = warnings.filters[0] if warnings.filters else None
+    if (
+        entry is None
+        or entry[0] != "ignore"
+        or entry[3] is None
+        or getattr(entry[3], "pattern", None) != _MEAN_WARNING["module"]
+    ):
+        warnings.filterwarnings(**_MEAN_WARNING)  # type: ignore[arg-type]
+
+
+def _unfilter_mean_warning() -> None:
+    kept = [
+        f
+        for f in warnings.filters
+        if not (f[0] == "ignore" and getattr(f[3], "pattern", None) == _MEAN_WARNING["module"])
+    ]
+    if len(kept) != len(warnings.filters):
+        warnings.filters[:] = kept
+        warnings._filters_mutated()  # type: ignore[attr-defined]
+
+
+class _Layer:
+    """One active ``install()`` or ``guard()``: its settings, findings and call counts."""
+
+    __slots__ = ("config", "record", "policy")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.record = _reporting.Record()
+        self.policy = SitePolicy()
+
+
+@dataclasses.dataclass(frozen=True)
+class _View:
+    """What a wrapper reads, swapped in one assignment so threads never see it torn."""
+
+    config: Config
+    layer: _Layer
+    records: tuple[_reporting.Record, ...]
+
+
+@dataclasses.dataclass
+class _Patch:
+    owner: Any
+    attribute: str
+    original: Any
+    wrapper: Any
+    active: bool = True
+
+    def is_active(self) -> bool:
+        return self.active
+
+
+class _State:
+    def __init__(self) -> None:
+        self.lock = threading.RLock()
+        self.base: _Layer | None = None
+        self.guards: list[_Layer] = []
+        self.patches: list[_Patch] = []
+        self.view: _View | None = None
+
+    def innermost(self) -> _Layer | None:
+        return self.guards[-1] if self.guards else self.base
+
+    def refresh(self) -> None:
+        """Bring the patch and the wrappers' view in line with the layers (lock held)."""
+        layers = [*reversed(self.guards), *([self.base] if self.base else [])]
+        if not layers:
+            self.view = None
+            _unpatch(self)
+            return
+        if not self.patches:
+            _patch(self)
+        top = layers[0]
+        self.view = (
+            None
+            if top.config.mode is Mode.OFF
+            else _View(top.config, top, tuple(layer.record for layer in layers))
+        )
+
+
+_STATE = _State()
+_LOCAL = threading.local()
+
+_FUNCTIONAL_PARAMS = ("input", "target", "size_average", "reduce", "reduction", "log_target")
+_FUNCTIONAL_DEFAULTS: dict[str, Any] = {
+    "size_average": None,
+    "reduce": None,
+    "reduction": "mean",
+    "log_target": False,
+}
+
+
+def _functional_wrapper(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if _is_compiling():
+        return wrapped(*args, **kwargs)
+    view = _STATE.view
+    if view is None or getattr(_LOCAL, "busy", False):
+        return wrapped(*args, **kwargs)
+    return _guarded_call(wrapped, args, kwargs, view, "function", None)
+
+
+def _module_wrapper(
+    wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
+    if _is_compiling():
+        return wrapped(*args, **kwargs)
+    view = _STATE.view
+    if view is None or getattr(_LOCAL, "busy", False):
+        return wrapped(*args, **kwargs)
+    return _guarded_call(wrapped, args, kwargs, view, "module", instance)
+
+
+def _bind(args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any) -> dict[str, Any]:
+    if instance is None:
+        bound = dict(_FUNCTIONAL_DEFAULTS)
+        bound.update(zip(_FUNCTIONAL_PARAMS, args))
+    else:
+        bound = {
+            "reduction": getattr(instance, "reduction", "mean"),
+            "log_target": getattr(instance, "log_target", False),
+        }
+        bound.update(zip(_FUNCTIONAL_PARAMS[:2], args))
+    bound.update(kwargs)
+    return bound
+
+
+def _guarded_call(
+    wrapped: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    view: _View,
+    api: Api,
+    instance: Any,
+) -> Any:
+    frame = _reporting.user_frame(2)
+    site = (frame.f_code, frame.f_lineno) if frame is not None else None
+    if not view.layer.policy.should_check(site, view.config):
+        return wrapped(*args, **kwargs)
+    _filter_mean_warning()
+    _LOCAL.busy = True
+    try:
+        result = wrapped(*args, **kwargs)
+    finally:
+        _LOCAL.busy = False
+    try:
+        bound = _bind(args, kwargs, instance)
+        call = _check.describe(
+            bound.get("input"),
+            bound.get("target"),
+            api=api,
+            size_average=bound.get("size_average"),
+            reduce=bound.get("reduce"),
+            reduction=bound.get("reduction", "mean"),
+            log_target=bound.get("log_target", False),
+        )
+        if call is None:
+            return result
+        diagnoses = _check.examine(
+            call,
+            bound["input"],
+            bound["target"],
+            result,
+            sample_rows=view.config.sample_rows,
+        )
+        findings = _reporting.attribute(diagnoses, frame)
+    except Exception as exc:
+        _reporting.internal_error(exc)
+        return result
+    if findings:
+        _reporting.emit(findings, view.config, view.records, frame)
+    return result
+
+
+_TARGETS: tuple[tuple[str, str, Callable[..., Any]], ...] = (
+    ("torch.nn.functional", "kl_div", _functional_wrapper),
+    ("torch.nn.modules.loss", "KLDivLoss.forward", _module_wrapper),
+)
+
+
+def _patch(state: _State) -> None:
+    for module, name, wrapper_fn in _TARGETS:
+        owner, attribute, original = wrapt.resolve_path(module, name)
+        patch = _Patch(owner, attribute, original, None)
+        patch.wrapper = wrapt.FunctionWrapper(original, wrapper_fn, enabled=patch.is_active)
+        wrapt.apply_patch(owner, attribute, patch.wrapper)
+        state.patches.append(patch)
+    _filter_mean_warning()
+
+
+def _unpatch(state: _State) -> None:
+    for patch in reversed(state.patches):
+        current = vars(patch.owner).get(patch.attribute)
+        if current is patch.wrapper:
+            setattr(patch.owner, patch.attribute, patch.original)
+        # Another layer wrapped ours: leave the chain intact and switch ours
+        # off, so removing kl_guard never removes somebody else's patch.
+        patch.active = False
+    state.patches.clear()
+    _unfilter_mean_warning()
+
+
+def install(mode: Mode | str | None = None, **options: Any) -> None:
+    """Patch the KL entry points for the rest of the program (or until :func:`uninstall`).
+
+    A second call only updates the settings. ``mode`` defaults to the
+    ``KL_GUARD_MODE`` environment variable, else ``"warn"``.
+    """
+    with _STATE.lock:
+        base = _STATE.base.config if _STATE.base else default_config()
+        config = configure(base, mode, **options)
+        if _STATE.base is None:
+            _STATE.base = _Layer(config)
+        else:
+            _STATE.base.config = config
+        _STATE.refresh()
+
+
+def uninstall() -> None:
+    """Undo :func:`install`; the originals are back once no ``guard()`` is running."""
+    with _STATE.lock:
+        _STATE.base = None
+        _STATE.refresh()
+
+
+def is_installed() -> bool:
+    """Whether the KL entry points are patched right now."""
+    return bool(_STATE.patches)
+
+
+def findings() -> list[Finding]:
+    """Findings recorded since :func:`install`, one per (location, code) with a count."""
+    base = _STATE.base
+    return base.record.findings() if base else []
+
+
+class Guard:
+    """Checks KL calls while active: a context manager, a decorator, or start()/stop().
+
+    Options left out are inherited from the enclosing ``install()`` or guard
+    when it starts. Guards nest; ``stop()`` restores exactly the state before
+    ``start()``.
+    """
+
+    def __init__(self, mode: Mode | str | None = None, **options: Any) -> None:
+        configure(Config(), mode, **options)  # fail now, not when the guard starts
+        self._mode = mode
+        self._options = options
+        self._layer: _Layer | None = None
+        self._last: _Layer | None = None
+
+    @property
+    def findings(self) -> list[Finding]:
+        """Findings of the block so far, in order of first occurrence, with counts."""
+        layer = self._layer or self._last
+        return layer.record.findings() if layer else []
+
+    @property
+    def active(self) -> bool:
+        return self._layer is not None
+
+    def start(self) -> None:
+        with _STATE.lock:
+            if self._layer is not None:
+                raise RuntimeError(
+                    "kl_guard: this guard is already active; create another guard() to nest."
+                )
+            outer = _STATE.innermost()
+            base = outer.config if outer else default_config()
+            self._layer = _Layer(configure(base, self._mode, **self._options))
+            _STATE.guards.append(self._layer)
+            _STATE.refresh()
+
+    def stop(self) -> None:
+        with _STATE.lock:
+            layer, self._layer = self._layer, None
+            if layer is None:
+                return
+            self._last = layer
+            if layer in _STATE.guards:
+                _STATE.guards.remove(layer)
+            _STATE.refresh()
+
+    def __enter__(self) -> Guard:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __call__(self, func: F) -> F:
+        mode, options = self._mode, self._options
+        if asyncio.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_guarded(*args: Any, **kwargs: Any) -> Any:
+                with Guard(mode, **options):
+                    return await func(*args, **kwargs)
+
+            return cast(F, async_guarded)
+
+        @functools.wraps(func)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            with Guard(mode, **options):
+                return func(*args, **kwargs)
+
+        return cast(F, guarded)
+
+
+def guard(mode: Mode | str | None = None, **options: Any) -> Guard:
+    """A :class:`Guard`: ``with kl_guard.guard(mode="raise") as g: ...`` or ``@kl_guard.guard()``."""
+    return Guard(mode, **options)

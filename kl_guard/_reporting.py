@@ -1,0 +1,197 @@
+"""Reporting: attribute findings to the user's line, deduplicate, then warn, raise or log."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import threading
+import warnings
+from collections.abc import Iterable, Sequence
+from types import FrameType
+
+import torch
+import wrapt
+
+from kl_guard._config import Config, Mode
+from kl_guard._diagnosis import Diagnosis
+from kl_guard._exceptions import WARNING_CATEGORIES, KLGuardError
+from kl_guard._findings import Finding
+
+logger = logging.getLogger("kl_guard")
+
+_INTERNAL_PREFIXES = tuple(
+    os.path.dirname(os.path.abspath(path)) + os.sep
+    for path in (torch.__file__, wrapt.__file__, __file__)
+    if path
+)
+_internal_cache: dict[str, bool] = {}
+
+
+def _is_internal(filename: str) -> bool:
+    internal = _internal_cache.get(filename)
+    if internal is None:
+        internal = os.path.abspath(filename).startswith(_INTERNAL_PREFIXES)
+        _internal_cache[filename] = internal
+    return internal
+
+
+def user_frame(depth: int = 1) -> FrameType | None:
+    """The innermost frame outside torch, wrapt and kl_guard, seen from ``depth`` up."""
+    try:
+        frame: FrameType | None = sys._getframe(depth + 1)
+    except ValueError:
+        return None
+    while frame is not None and _is_internal(frame.f_code.co_filename):
+        frame = frame.f_back
+    return frame
+
+
+def location_of(frame: FrameType | None) -> str:
+    if frame is None:
+        return "<unknown>"
+    filename = frame.f_code.co_filename
+    try:
+        relative = os.path.relpath(filename)
+    except ValueError:  # another drive on Windows
+        relative = filename
+    if not relative.startswith(os.pardir):
+        filename = relative
+    return f"{filename}:{frame.f_lineno}"
+
+
+def _rank() -> int | None:
+    distributed = torch.distributed
+    if distributed.is_available() and distributed.is_initialized():
+        return int(distributed.get_rank())
+    return None
+
+
+def attribute(diagnoses: Sequence[Diagnosis], frame: FrameType | None) -> list[Finding]:
+    location = location_of(frame)
+    rank = _rank()
+    return [
+        Finding(
+            code=d.code,
+            summary=d.headline,
+            message=d.render(location if rank is None else f"{location} (rank {rank})"),
+            location=location,
+            rank=rank,
+        )
+        for d in diagnoses
+    ]
+
+
+class Record:
+    """Findings of one layer, one entry per (location, code) with a count.
+
+    Counts, not copies: a training loop that repeats a misuse a million
+    times keeps one entry per call site and code.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._items: dict[tuple[str, str], Finding] = {}
+
+    def add(self, finding: Finding) -> bool:
+        """Count ``finding``; True when its (location, code) is new here."""
+        key = (finding.location, finding.code)
+        with self._lock:
+            seen = self._items.get(key)
+            if seen is None:
+                self._items[key] = finding
+                return True
+            self._items[key] = Finding(
+                code=seen.code,
+                summary=seen.summary,
+                message=seen.message,
+                location=seen.location,
+                count=seen.count + 1,
+                rank=seen.rank,
+            )
+            return False
+
+    def findings(self) -> list[Finding]:
+        with self._lock:
+            return list(self._items.values())
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+def emit(
+    findings: Sequence[Finding],
+    config: Config,
+    records: Iterable[Record],
+    frame: FrameType | None,
+) -> None:
+    """Record ``findings`` in every active layer, then report them by ``config.mode``.
+
+    ``records`` is ordered innermost first: warnings and log lines are
+    deduplicated against the innermost layer, so each ``guard()`` block
+    reports its first occurrence of a (location, code) again.
+    """
+    selected = [f for f in findings if config.enabled(f.code)]
+    if not selected:
+        return
+    fresh: list[Finding] = []
+    for i, record in enumerate(records):
+        for finding in selected:
+            if record.add(finding) and i == 0:
+                fresh.append(finding)
+    if config.mode is Mode.RAISE:
+        raise KLGuardError(selected)
+    for finding in fresh:
+        if config.mode is Mode.WARN:
+            _warn_at(finding, frame)
+        elif config.mode is Mode.LOG:
+            logger.warning("%s", finding.message)
+
+
+def _warn_at(finding: Finding, frame: FrameType | None) -> None:
+    category = WARNING_CATEGORIES[finding.code]
+    if frame is None:
+        warnings.warn(finding.message, category, stacklevel=2)
+        return
+    # warn_explicit with the user's frame is what warnings.warn(stacklevel=n)
+    # does internally, without counting frames through torch and wrapt.
+    globals_ = frame.f_globals
+    warnings.warn_explicit(
+        finding.message,
+        category,
+        frame.f_code.co_filename,
+        frame.f_lineno,
+        module=globals_.get("__name__", "<unknown>"),
+        registry=globals_.setdefault("__warningregistry__", {}),
+        module_globals=globals_,
+    )
+
+
+_failure_lock = threading.Lock()
+_failure_said = False
+
+
+def internal_error(exc: BaseException) -> None:
+    """Say once, through logging, that kl_guard failed; never raise."""
+    global _failure_said
+    with _failure_lock:
+        if _failure_said:
+            return
+        _failure_said = True
+    try:
+        logger.error(
+            "kl_guard failed while checking a kl_div call and skipped that check; "
+            "the call's result is unaffected. Please report this. (%s: %s)",
+            type(exc).__name__,
+            exc,
+            exc_info=exc,
+        )
+    except Exception:  # noqa: S110 - a broken logging setup must not reach the user
+        pass
+
+
+def reset_internal_error() -> None:
+    global _failure_said
+    with _failure_lock:
+        _failure_said = False
