@@ -525,6 +525,12 @@ def _loss_finding(
     if causes:
         cause = f"cause: {', '.join(causes)} above ({CODES[causes[0]]})"
         fix = "fix the findings above; this one goes with them"
+    elif call.log_target and reading is not None and reading.stats.target.value.lo == -math.inf:
+        cause = (
+            "cause: the target holds -inf (log of a zero probability) and log_target=True; "
+            "torch computes exp(target) * (target - input) = 0 * -inf = NaN there"
+        )
+        fix = _render_call(call, "input", "target.exp()", log_target=False)
     elif reading is not None and reading.stats.input.value.lo == -math.inf:
         cause = (
             "cause: the input holds -inf (the log of a zero probability); where the "

@@ -1,0 +1,3 @@
+from kl_guard._cli import entry_point
+
+entry_point()

@@ -1,0 +1,32 @@
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+from hypothesis import HealthCheck, settings
+
+import kl_guard
+from kl_guard import _patching, _reporting
+
+settings.register_profile(
+    "default",
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("ci", max_examples=80, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture(autouse=True)
+def _clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every test starts and ends with kl_guard fully removed."""
+    monkeypatch.delenv("KL_GUARD_MODE", raising=False)
+    yield
+    for layer in list(_patching._STATE.guards):
+        _patching._STATE.guards.remove(layer)
+    kl_guard.uninstall()
+    _reporting.reset_internal_error()
+    assert not kl_guard.is_installed()
