@@ -7,6 +7,8 @@ live tensors and reported as a warning, an error or a log line.
 
 from __future__ import annotations
 
+import contextlib
+
 from kl_guard._check import check
 from kl_guard._config import Config, Mode
 from kl_guard._exceptions import (
@@ -53,8 +55,6 @@ __all__ = [
 for _name in __all__:
     _obj = globals()[_name]
     if hasattr(_obj, "__module__") and not isinstance(_obj, dict):
-        try:
+        with contextlib.suppress(AttributeError, TypeError):
             _obj.__module__ = __name__
-        except (AttributeError, TypeError):
-            pass
 del _name, _obj

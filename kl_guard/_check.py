@@ -95,7 +95,7 @@ def examine(
         return found
     shape = call.shape
     if shape != tuple(input.shape):
-        input, target = torch.broadcast_tensors(input, target)
+        input, target = torch.broadcast_tensors(input, target)  # type: ignore[no-untyped-call]
     elif shape != tuple(target.shape):
         target = target.expand_as(input)
     input, target = input.detach(), target.detach()

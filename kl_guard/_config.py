@@ -49,9 +49,7 @@ class Config:
         return self.select is None or code in self.select
 
 
-OPTION_NAMES = tuple(
-    field.name for field in dataclasses.fields(Config) if field.name != "mode"
-)
+OPTION_NAMES = tuple(field.name for field in dataclasses.fields(Config) if field.name != "mode")
 
 
 def _choices(values: Iterable[str]) -> str:
@@ -68,8 +66,7 @@ def parse_mode(value: object, *, source: str = "mode") -> Mode:
         except ValueError:
             pass
     raise ValueError(
-        f"kl_guard: {source} must be one of {_choices(m.value for m in Mode)}, "
-        f"not {value!r}."
+        f"kl_guard: {source} must be one of {_choices(m.value for m in Mode)}, not {value!r}."
     )
 
 
@@ -89,8 +86,7 @@ def parse_codes(value: object, *, option: str) -> frozenset[str]:
         code = item.strip().upper() if isinstance(item, str) else item
         if code not in CODES:
             raise ValueError(
-                f"kl_guard: unknown code {item!r} in {option}; "
-                f"valid codes are {_choices(CODES)}."
+                f"kl_guard: unknown code {item!r} in {option}; valid codes are {_choices(CODES)}."
             )
         codes.add(code)
     return frozenset(codes)

@@ -41,7 +41,7 @@ def pitfalls(seed: int = 0) -> list[Pitfall]:
     return [
         Pitfall(
             "The default reduction 'mean' divides by the class count too",
-            'F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1))',
+            "F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1))",
             lambda: kl(F.log_softmax(s, 1), F.softmax(t, 1)),
             'F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")',
             lambda: kl(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean"),
@@ -117,16 +117,10 @@ def pitfalls(seed: int = 0) -> list[Pitfall]:
         ),
         Pitfall(
             "The gradient flows into the target: the model's output passed as the target",
-            'nn.KLDivLoss(reduction="batchmean")(F.log_softmax(t, 1), '
-            "F.softmax(student, 1))",
-            lambda: nn.KLDivLoss(reduction="batchmean")(
-                F.log_softmax(t, 1), F.softmax(student, 1)
-            ),
-            'nn.KLDivLoss(reduction="batchmean")(F.log_softmax(student, 1), '
-            "F.softmax(t, 1))",
-            lambda: nn.KLDivLoss(reduction="batchmean")(
-                F.log_softmax(student, 1), F.softmax(t, 1)
-            ),
+            'nn.KLDivLoss(reduction="batchmean")(F.log_softmax(t, 1), F.softmax(student, 1))',
+            lambda: nn.KLDivLoss(reduction="batchmean")(F.log_softmax(t, 1), F.softmax(student, 1)),
+            'nn.KLDivLoss(reduction="batchmean")(F.log_softmax(student, 1), F.softmax(t, 1))',
+            lambda: nn.KLDivLoss(reduction="batchmean")(F.log_softmax(student, 1), F.softmax(t, 1)),
         ),
         Pitfall(
             "Correct as it is: token distributions [B, T, V] with masked padding rows",
@@ -142,7 +136,7 @@ def run(out: TextIO) -> int:
     """Print each pitfall, kl_guard's diagnosis of it, and the corrected call."""
     items = pitfalls()
     out.write(
-        "kl_guard demo: each call below runs under kl_guard.guard(mode=\"raise\").\n"
+        'kl_guard demo: each call below runs under kl_guard.guard(mode="raise").\n'
         "s and t are student and teacher logits of 8 samples over 5 classes.\n"
     )
     caught = 0

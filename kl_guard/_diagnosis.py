@@ -187,9 +187,11 @@ def _dim_name(dim: int, ndim: int) -> str:
 
 
 def _evidence(name: str, info: TensorInfo, stats: DimStats, side: SideStats) -> str:
-    rows = f"{stats.kept} of {stats.total_rows} rows" if stats.rows < stats.total_rows or (
-        stats.kept < stats.rows
-    ) else f"{stats.kept} rows"
+    rows = (
+        f"{stats.kept} of {stats.total_rows} rows"
+        if stats.rows < stats.total_rows or (stats.kept < stats.rows)
+        else f"{stats.kept} rows"
+    )
     return (
         f"{name + ':':8}{info.summary}, dim {stats.dim} ({rows}): "
         f"values {_range(side.value.lo, side.value.hi)}, "
@@ -362,9 +364,7 @@ def tensor_findings(call: Call, stats: Mapping[int, DimStats]) -> list[Diagnosis
     return out
 
 
-def _space_findings(
-    call: Call, stats: Mapping[int, DimStats], r: _Reading
-) -> list[Diagnosis]:
+def _space_findings(call: Call, stats: Mapping[int, DimStats], r: _Reading) -> list[Diagnosis]:
     ndim = len(call.shape)
     d = _dim_name(r.dim, ndim)
     ev_input = _evidence("input", call.input, r.stats, r.stats.input)
@@ -379,8 +379,12 @@ def _space_findings(
                 "KLG003",
                 "input and target of kl_div look swapped: input is probabilities, "
                 "target is log-probabilities",
-                (ev_input, ev_target, "kl_div(input, target) wants input = log q (the model), "
-                 "target = p (the reference)"),
+                (
+                    ev_input,
+                    ev_target,
+                    "kl_div(input, target) wants input = log q (the model), "
+                    "target = p (the reference)",
+                ),
                 _render_call(
                     call,
                     f"F.log_softmax(model_logits, dim={d})",

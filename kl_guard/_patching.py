@@ -27,20 +27,20 @@ from kl_guard._policy import SitePolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
-_is_compiling: Callable[[], bool] = getattr(
-    torch.compiler, "is_compiling", None
-) or torch._dynamo.is_compiling
+_is_compiling: Callable[[], bool] = (
+    getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
+)
 
 # Torch's own warning for reduction='mean', as raised from inside our
 # wrappers: while kl_guard is active its KLG001 replaces it. The module
 # pattern matches only warnings attributed to this file, so the filter is
 # inert for calls that do not pass through kl_guard.
-_MEAN_WARNING = dict(
-    action="ignore",
-    message=r"reduction: 'mean' divides the total loss",
-    category=UserWarning,
-    module=rf"{__name__.replace('.', chr(92) + '.')}\Z",
-)
+_MEAN_WARNING = {
+    "action": "ignore",
+    "message": r"reduction: 'mean' divides the total loss",
+    "category": UserWarning,
+    "module": rf"{__name__.replace('.', chr(92) + '.')}\Z",
+}
 
 
 def _filter_mean_warning() -> None:
@@ -61,7 +61,7 @@ def _unfilter_mean_warning() -> None:
         if not (f[0] == "ignore" and getattr(f[3], "pattern", None) == _MEAN_WARNING["module"])
     ]
     if len(kept) != len(warnings.filters):
-        warnings.filters[:] = kept
+        warnings.filters[:] = kept  # type: ignore[index]
         warnings._filters_mutated()  # type: ignore[attr-defined]
 
 
@@ -162,13 +162,13 @@ def _module_wrapper(
 def _bind(args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any) -> dict[str, Any]:
     if instance is None:
         bound = dict(_FUNCTIONAL_DEFAULTS)
-        bound.update(zip(_FUNCTIONAL_PARAMS, args))
+        bound.update(zip(_FUNCTIONAL_PARAMS, args, strict=False))
     else:
         bound = {
             "reduction": getattr(instance, "reduction", "mean"),
             "log_target": getattr(instance, "log_target", False),
         }
-        bound.update(zip(_FUNCTIONAL_PARAMS[:2], args))
+        bound.update(zip(_FUNCTIONAL_PARAMS[:2], args, strict=False))
     bound.update(kwargs)
     return bound
 
@@ -356,5 +356,5 @@ class Guard:
 
 
 def guard(mode: Mode | str | None = None, **options: Any) -> Guard:
-    """A :class:`Guard`: ``with kl_guard.guard(mode="raise") as g: ...`` or ``@kl_guard.guard()``."""
+    """A :class:`Guard`: ``with kl_guard.guard(mode="raise") as g:`` or ``@kl_guard.guard()``."""
     return Guard(mode, **options)

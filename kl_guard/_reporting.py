@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -179,7 +180,8 @@ def internal_error(exc: BaseException) -> None:
         if _failure_said:
             return
         _failure_said = True
-    try:
+    # A broken logging setup must not reach the user either.
+    with contextlib.suppress(Exception):
         logger.error(
             "kl_guard failed while checking a kl_div call and skipped that check; "
             "the call's result is unaffected. Please report this. (%s: %s)",
@@ -187,8 +189,6 @@ def internal_error(exc: BaseException) -> None:
             exc,
             exc_info=exc,
         )
-    except Exception:  # noqa: S110 - a broken logging setup must not reach the user
-        pass
 
 
 def reset_internal_error() -> None:

@@ -44,9 +44,7 @@ class SideStats:
     @property
     def has_nan(self) -> bool:
         return any(
-            math.isnan(x)
-            for r in (self.row_sum, self.logsumexp, self.value)
-            for x in (r.lo, r.hi)
+            math.isnan(x) for r in (self.row_sum, self.logsumexp, self.value) for x in (r.lo, r.hi)
         )
 
 
@@ -152,9 +150,7 @@ def compute(
             )
             row_min = pair.amin(-1)
             row_max = pair.amax(-1)
-            per_row = torch.stack(
-                (pair.sum(-1), torch.logsumexp(pair, -1), row_min, row_max)
-            )
+            per_row = torch.stack((pair.sum(-1), torch.logsumexp(pair, -1), row_min, row_max))
             t_min, t_max = row_min[1], row_max[1]
             keep = ~(((t_min == 0) & (t_max == 0)) | (t_max == -inf))
             lo = torch.where(keep, per_row, inf).amin(-1)

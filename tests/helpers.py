@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import torch
@@ -38,6 +39,14 @@ def smoothed(n: int, c: int, eps: float = 0.1) -> torch.Tensor:
     return one_hot(n, c) * (1 - eps) + eps / c
 
 
+def distillation(temperature: float) -> Tensors:
+    student, teacher = logits(32, 100), logits(32, 100, seed=1, scale=5)
+    return (
+        F.log_softmax(student / temperature, 1),
+        F.softmax(teacher / temperature, 1),
+    )
+
+
 def masked_tokens() -> Tensors:
     s, t = logits(2, 6, 11, seed=1), logits(2, 6, 11, seed=2)
     target = F.softmax(t, -1)
@@ -50,83 +59,188 @@ def masked_tokens() -> Tensors:
 
 CORRECT: list[Case] = [
     Case("2d", lambda: (F.log_softmax(logits(16, 10), 1), F.softmax(logits(16, 10, seed=1), 1))),
-    Case("2d-sum", lambda: (F.log_softmax(logits(16, 10), 1), F.softmax(logits(16, 10, seed=1), 1)),
-         reduction="sum"),
-    Case("2d-none", lambda: (F.log_softmax(logits(16, 10), 1), F.softmax(logits(16, 10, seed=1), 1)),
-         reduction="none"),
-    *[
-        Case(
-            f"distill-T{T}",
-            lambda T=T: (
-                F.log_softmax(logits(32, 100) / T, 1),
-                F.softmax(logits(32, 100, seed=1, scale=5) / T, 1),
-            ),
-        )
-        for T in (0.1, 1.0, 4.0, 20.0)
-    ],
+    Case(
+        "2d-sum",
+        lambda: (F.log_softmax(logits(16, 10), 1), F.softmax(logits(16, 10, seed=1), 1)),
+        reduction="sum",
+    ),
+    Case(
+        "2d-none",
+        lambda: (F.log_softmax(logits(16, 10), 1), F.softmax(logits(16, 10, seed=1), 1)),
+        reduction="none",
+    ),
+    *[Case(f"distill-T{T}", functools.partial(distillation, T)) for T in (0.1, 1.0, 4.0, 20.0)],
     Case("one-hot", lambda: (F.log_softmax(logits(12, 7), 1), one_hot(12, 7))),
     Case("label-smoothed", lambda: (F.log_softmax(logits(12, 7), 1), smoothed(12, 7))),
-    Case("identical", lambda: (F.log_softmax(logits(64, 1000), 1),
-                               F.softmax(logits(64, 1000), 1))),
-    Case("log-target", lambda: (F.log_softmax(logits(16, 10), 1),
-                                F.log_softmax(logits(16, 10, seed=1), 1)), log_target=True),
-    Case("tokens-BTV", lambda: (F.log_softmax(logits(4, 9, 50), -1),
-                                F.softmax(logits(4, 9, 50, seed=1), -1))),
-    Case("dense-NCT", lambda: (F.log_softmax(logits(4, 6, 30), 1),
-                               F.softmax(logits(4, 6, 30, seed=1), 1))),
-    Case("dense-NCHW", lambda: (F.log_softmax(logits(2, 5, 8, 9), 1),
-                                F.softmax(logits(2, 5, 8, 9, seed=1), 1))),
-    Case("channels-last", lambda: (
-        F.log_softmax(logits(2, 5, 8, 9), 1).contiguous(memory_format=torch.channels_last),
-        F.softmax(logits(2, 5, 8, 9, seed=1), 1).contiguous(memory_format=torch.channels_last),
-    )),
-    Case("attention-BHTT", lambda: (F.log_softmax(logits(2, 3, 7, 7), -1),
-                                    F.softmax(logits(2, 3, 7, 7, seed=1), -1))),
+    Case("identical", lambda: (F.log_softmax(logits(64, 1000), 1), F.softmax(logits(64, 1000), 1))),
+    Case(
+        "log-target",
+        lambda: (F.log_softmax(logits(16, 10), 1), F.log_softmax(logits(16, 10, seed=1), 1)),
+        log_target=True,
+    ),
+    Case(
+        "tokens-BTV",
+        lambda: (F.log_softmax(logits(4, 9, 50), -1), F.softmax(logits(4, 9, 50, seed=1), -1)),
+    ),
+    Case(
+        "dense-NCT",
+        lambda: (F.log_softmax(logits(4, 6, 30), 1), F.softmax(logits(4, 6, 30, seed=1), 1)),
+    ),
+    Case(
+        "dense-NCHW",
+        lambda: (F.log_softmax(logits(2, 5, 8, 9), 1), F.softmax(logits(2, 5, 8, 9, seed=1), 1)),
+    ),
+    Case(
+        "channels-last",
+        lambda: (
+            F.log_softmax(logits(2, 5, 8, 9), 1).contiguous(memory_format=torch.channels_last),
+            F.softmax(logits(2, 5, 8, 9, seed=1), 1).contiguous(memory_format=torch.channels_last),
+        ),
+    ),
+    Case(
+        "attention-BHTT",
+        lambda: (F.log_softmax(logits(2, 3, 7, 7), -1), F.softmax(logits(2, 3, 7, 7, seed=1), -1)),
+    ),
     Case("masked-padding", masked_tokens, reduction="sum"),
-    Case("f16", lambda: (F.log_softmax(logits(16, 1000), 1).half(),
-                         F.softmax(logits(16, 1000, seed=1), 1).half())),
-    Case("bf16", lambda: (F.log_softmax(logits(16, 1000).bfloat16(), 1),
-                          F.softmax(logits(16, 1000, seed=1).bfloat16(), 1))),
-    Case("f64", lambda: (F.log_softmax(logits(16, 10).double(), 1),
-                         F.softmax(logits(16, 10, seed=1).double(), 1))),
-    Case("vocab-50k-bf16", lambda: (F.log_softmax(logits(4, 50_257).bfloat16(), 1),
-                                    F.softmax(logits(4, 50_257, seed=1, scale=3).bfloat16(), 1))),
-    Case("vocab-50k-f16", lambda: (F.log_softmax(logits(4, 50_257), 1).half(),
-                                   F.softmax(logits(4, 50_257, seed=1), 1).half())),
-    Case("big-batch", lambda: (F.log_softmax(logits(4096, 10), 1),
-                               F.softmax(logits(4096, 10, seed=1), 1))),
+    Case(
+        "f16",
+        lambda: (
+            F.log_softmax(logits(16, 1000), 1).half(),
+            F.softmax(logits(16, 1000, seed=1), 1).half(),
+        ),
+    ),
+    Case(
+        "bf16",
+        lambda: (
+            F.log_softmax(logits(16, 1000).bfloat16(), 1),
+            F.softmax(logits(16, 1000, seed=1).bfloat16(), 1),
+        ),
+    ),
+    Case(
+        "f64",
+        lambda: (
+            F.log_softmax(logits(16, 10).double(), 1),
+            F.softmax(logits(16, 10, seed=1).double(), 1),
+        ),
+    ),
+    Case(
+        "vocab-50k-bf16",
+        lambda: (
+            F.log_softmax(logits(4, 50_257).bfloat16(), 1),
+            F.softmax(logits(4, 50_257, seed=1, scale=3).bfloat16(), 1),
+        ),
+    ),
+    Case(
+        "vocab-50k-f16",
+        lambda: (
+            F.log_softmax(logits(4, 50_257), 1).half(),
+            F.softmax(logits(4, 50_257, seed=1), 1).half(),
+        ),
+    ),
+    Case(
+        "big-batch",
+        lambda: (F.log_softmax(logits(4096, 10), 1), F.softmax(logits(4096, 10, seed=1), 1)),
+    ),
 ]
 
 MISUSES: list[tuple[str, Case]] = [
     ("KLG001", Case("mean", CORRECT[0].make, reduction="mean")),
-    ("KLG002", Case("log-target-missing", lambda: (F.log_softmax(logits(16, 10), 1),
-                                                  F.log_softmax(logits(16, 10, seed=1), 1)))),
+    (
+        "KLG002",
+        Case(
+            "log-target-missing",
+            lambda: (F.log_softmax(logits(16, 10), 1), F.log_softmax(logits(16, 10, seed=1), 1)),
+        ),
+    ),
     ("KLG002", Case("log-target-on-probs", CORRECT[0].make, log_target=True)),
-    ("KLG003", Case("input-probs", lambda: (F.softmax(logits(16, 10), 1),
-                                            F.softmax(logits(16, 10, seed=1), 1)))),
-    ("KLG003", Case("input-logits", lambda: (logits(16, 10),
-                                             F.softmax(logits(16, 10, seed=1), 1)))),
-    ("KLG003", Case("swapped", lambda: (F.softmax(logits(16, 10), 1),
-                                        F.log_softmax(logits(16, 10, seed=1), 1)))),
-    ("KLG003", Case("tokens-logits", lambda: (logits(4, 9, 50),
-                                              F.softmax(logits(4, 9, 50, seed=1), -1)))),
-    ("KLG004", Case("neg-inf-input", lambda: (
-        F.softmax(logits(8, 6, scale=30), 1).log(), F.softmax(logits(8, 6, seed=1, scale=30), 1)
-    ))),
-    ("KLG004", Case("log-target-one-hot", lambda: (F.log_softmax(logits(12, 7), 1),
-                                                   one_hot(12, 7).log()), log_target=True)),
-    ("KLG005", Case("broadcast", lambda: (F.log_softmax(logits(16, 10), 1),
-                                          F.softmax(logits(10, seed=1), 0)))),
-    ("KLG006", Case("target-over-batch", lambda: (F.log_softmax(logits(16, 10), 1),
-                                                  F.softmax(logits(16, 10, seed=1), 0)))),
-    ("KLG006", Case("dense-over-width", lambda: (F.log_softmax(logits(2, 5, 8, 9), 1),
-                                                 F.softmax(logits(2, 5, 8, 9, seed=1), 2)))),
-    ("KLG007", Case("target-unnormalized", lambda: (F.log_softmax(logits(16, 10), 1),
-                                                    logits(16, 10, seed=1).exp()))),
-    ("KLG007", Case("target-sigmoid", lambda: (F.log_softmax(logits(16, 10), 1),
-                                               torch.sigmoid(logits(16, 10, seed=1))))),
-    ("KLG007", Case("target-logits", lambda: (F.log_softmax(logits(16, 10), 1),
-                                              logits(16, 10, seed=1)))),
-    ("KLG007", Case("log-target-logits", lambda: (F.log_softmax(logits(16, 10), 1),
-                                                  logits(16, 10, seed=1)), log_target=True)),
+    (
+        "KLG003",
+        Case(
+            "input-probs",
+            lambda: (F.softmax(logits(16, 10), 1), F.softmax(logits(16, 10, seed=1), 1)),
+        ),
+    ),
+    (
+        "KLG003",
+        Case("input-logits", lambda: (logits(16, 10), F.softmax(logits(16, 10, seed=1), 1))),
+    ),
+    (
+        "KLG003",
+        Case(
+            "swapped",
+            lambda: (F.softmax(logits(16, 10), 1), F.log_softmax(logits(16, 10, seed=1), 1)),
+        ),
+    ),
+    (
+        "KLG003",
+        Case("tokens-logits", lambda: (logits(4, 9, 50), F.softmax(logits(4, 9, 50, seed=1), -1))),
+    ),
+    (
+        "KLG004",
+        Case(
+            "neg-inf-input",
+            lambda: (
+                F.softmax(logits(8, 6, scale=30), 1).log(),
+                F.softmax(logits(8, 6, seed=1, scale=30), 1),
+            ),
+        ),
+    ),
+    (
+        "KLG004",
+        Case(
+            "log-target-one-hot",
+            lambda: (F.log_softmax(logits(12, 7), 1), one_hot(12, 7).log()),
+            log_target=True,
+        ),
+    ),
+    (
+        "KLG005",
+        Case(
+            "broadcast",
+            lambda: (F.log_softmax(logits(16, 10), 1), F.softmax(logits(10, seed=1), 0)),
+        ),
+    ),
+    (
+        "KLG006",
+        Case(
+            "target-over-batch",
+            lambda: (F.log_softmax(logits(16, 10), 1), F.softmax(logits(16, 10, seed=1), 0)),
+        ),
+    ),
+    (
+        "KLG006",
+        Case(
+            "dense-over-width",
+            lambda: (
+                F.log_softmax(logits(2, 5, 8, 9), 1),
+                F.softmax(logits(2, 5, 8, 9, seed=1), 2),
+            ),
+        ),
+    ),
+    (
+        "KLG007",
+        Case(
+            "target-unnormalized",
+            lambda: (F.log_softmax(logits(16, 10), 1), logits(16, 10, seed=1).exp()),
+        ),
+    ),
+    (
+        "KLG007",
+        Case(
+            "target-sigmoid",
+            lambda: (F.log_softmax(logits(16, 10), 1), torch.sigmoid(logits(16, 10, seed=1))),
+        ),
+    ),
+    (
+        "KLG007",
+        Case("target-logits", lambda: (F.log_softmax(logits(16, 10), 1), logits(16, 10, seed=1))),
+    ),
+    (
+        "KLG007",
+        Case(
+            "log-target-logits",
+            lambda: (F.log_softmax(logits(16, 10), 1), logits(16, 10, seed=1)),
+            log_target=True,
+        ),
+    ),
 ]

@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from kl_guard import CODES
+from kl_guard._cli import main
+
+
+def test_demo_walks_through_every_code(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["demo"]) == 0
+    out = capsys.readouterr().out
+    for code in CODES:
+        if code != "KLG004" or "KLG004" in out:
+            assert f"{code}: " in out, code
+    assert "11 of 12 calls were misuses, and kl_guard caught each one." in out
+    assert out.count("corrected: ") == 11
+
+
+def test_codes_lists_the_table(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["codes"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in out] == list(CODES)
+
+
+def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+    assert "usage: python -m kl_guard" in capsys.readouterr().err
+
+
+def test_python_dash_m_demo_exits_0() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "kl_guard", "demo"], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "KLG003: input to kl_div looks like probabilities" in done.stdout

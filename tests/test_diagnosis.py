@@ -1,0 +1,122 @@
+"""The pure stage: shapes, reductions, spaces, and the messages line by line."""
+
+from __future__ import annotations
+
+import pytest
+import torch.nn.functional as F
+from helpers import logits
+
+import kl_guard
+from kl_guard._diagnosis import (
+    Call,
+    Space,
+    TensorInfo,
+    argument_findings,
+    broadcast_shape,
+    candidate_dims,
+    classify,
+    resolve_reduction,
+)
+from kl_guard._statistics import Range, SideStats
+
+
+@pytest.mark.parametrize(
+    ("size_average", "reduce", "reduction", "expected"),
+    [
+        (None, None, "batchmean", "batchmean"),
+        (None, None, "mean", "mean"),
+        (None, "batchmean", "batchmean", "mean"),
+        (False, None, "mean", "sum"),
+        (None, False, "mean", "none"),
+        (True, True, "sum", "mean"),
+    ],
+)
+def test_resolve_reduction_follows_torch(
+    size_average: object, reduce: object, reduction: str, expected: str
+) -> None:
+    assert resolve_reduction(size_average, reduce, reduction) == expected
+
+
+def test_broadcast_shape() -> None:
+    assert broadcast_shape((8, 5), (5,)) == (8, 5)
+    assert broadcast_shape((8, 1), (1, 5)) == (8, 5)
+    assert broadcast_shape((8, 5), (4,)) is None
+
+
+@pytest.mark.parametrize(
+    ("shape", "dims"),
+    [
+        ((10,), (0,)),
+        ((64, 1000), (1,)),
+        ((64, 1), ()),
+        ((4, 128, 50_000), (2, 1)),
+        ((4, 21, 64, 48), (1, 3)),
+        ((4, 8, 128, 128), (3, 1)),
+    ],
+)
+def test_candidate_dims(shape: tuple[int, ...], dims: tuple[int, ...]) -> None:
+    assert candidate_dims(shape) == dims
+
+
+def side(
+    values: tuple[float, float], sums: tuple[float, float], lse: tuple[float, float]
+) -> SideStats:
+    return SideStats(Range(*sums), Range(*lse), Range(*values))
+
+
+@pytest.mark.parametrize(
+    ("stats", "space"),
+    [
+        (side((0.0, 0.9), (0.999, 1.001), (1.1, 2.0)), Space.PROB),
+        (side((-9.0, -0.1), (-40.0, -20.0), (-1e-6, 1e-6)), Space.LOGPROB),
+        (side((0.0, 9.0), (3.0, 20.0), (2.0, 9.0)), Space.NONNEG),
+        (side((-9.0, -0.1), (-40.0, -20.0), (-0.5, -0.2)), Space.NONPOS),
+        (side((-3.0, 3.0), (-1.0, 2.0), (1.0, 3.0)), Space.SIGNED),
+        (side((float("nan"), 1.0), (1.0, 1.0), (1.0, 1.0)), Space.UNKNOWN),
+    ],
+)
+def test_classify(stats: SideStats, space: Space) -> None:
+    assert classify(stats, kept=4, dtype="float32") is space
+
+
+def test_half_precision_is_given_more_room() -> None:
+    stats = side((0.0, 0.9), (0.988, 1.012), (1.1, 2.0))
+    assert classify(stats, kept=4, dtype="bfloat16") is Space.PROB
+    assert classify(stats, kept=4, dtype="float32") is Space.NONNEG
+
+
+def test_argument_findings_need_no_statistics() -> None:
+    call = Call(
+        input=TensorInfo((8, 5), "float32"),
+        target=TensorInfo((5,), "float32", requires_grad=True),
+        reduction="mean",
+        log_target=False,
+    )
+    assert [d.code for d in argument_findings(call)] == ["KLG001", "KLG005", "KLG008"]
+
+
+def test_message_layout_line_by_line() -> None:
+    inp, tgt = F.softmax(logits(64, 1000), 1), F.softmax(logits(64, 1000, seed=1), 1)
+    [finding, _] = kl_guard.check(inp, tgt, reduction="batchmean")  # the line
+    lines = finding.message.splitlines()
+    assert lines[0] == (
+        "KLG003: input to kl_div looks like probabilities (softmax output?), not log-probabilities"
+    )
+    assert lines[1].startswith("  input:  f32[64, 1000], dim 1 (64 rows): values ")
+    assert ", row sums 1, logsumexp " in lines[1]
+    assert lines[2].startswith("  kl_div wants input = log-probabilities over dim 1")
+    assert (
+        lines[3] == '  fix: F.kl_div(F.log_softmax(logits, dim=1), target, reduction="batchmean")'
+    )
+    line = test_message_layout_line_by_line.__code__.co_firstlineno + 2
+    assert lines[4] == f"  at: tests/test_diagnosis.py:{line}"
+    assert finding.location == f"tests/test_diagnosis.py:{line}"
+    assert len(lines) == 5
+
+
+def test_token_layout_fix_uses_the_last_dim() -> None:
+    inp, tgt = logits(2, 7, 30), F.softmax(logits(2, 7, 30, seed=1), -1)
+    [finding, *_] = kl_guard.check(inp, tgt, reduction="batchmean")
+    assert finding.code == "KLG003"
+    assert "F.log_softmax(logits, dim=-1)" in finding.message
+    assert "dim 2 (14 rows)" in finding.message

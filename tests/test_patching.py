@@ -1,0 +1,220 @@
+"""install(), uninstall() and guard(): the patch, the modes, the findings record."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import pytest
+import torch
+import torch.nn.functional as F
+from helpers import logits
+from torch import nn
+
+import kl_guard
+
+ORIGINAL_KL_DIV = F.kl_div
+ORIGINAL_FORWARD = nn.KLDivLoss.forward
+
+
+def good() -> tuple[torch.Tensor, torch.Tensor]:
+    return F.log_softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1)
+
+
+def probs_input() -> tuple[torch.Tensor, torch.Tensor]:
+    return F.softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1)
+
+
+def test_install_patches_and_uninstall_restores_the_originals() -> None:
+    kl_guard.install()
+    assert F.kl_div is not ORIGINAL_KL_DIV
+    assert nn.KLDivLoss.forward is not ORIGINAL_FORWARD
+    assert torch.nn.functional.kl_div.__wrapped__ is ORIGINAL_KL_DIV  # type: ignore[attr-defined]
+    kl_guard.uninstall()
+    assert F.kl_div is ORIGINAL_KL_DIV
+    assert nn.KLDivLoss.forward is ORIGINAL_FORWARD
+
+
+def test_install_is_idempotent_and_updates_options() -> None:
+    kl_guard.install()
+    patched = F.kl_div
+    kl_guard.install(mode="raise")
+    assert F.kl_div is patched
+    with pytest.raises(kl_guard.KLGuardError):
+        F.kl_div(*probs_input(), reduction="batchmean")
+    kl_guard.uninstall()
+    kl_guard.uninstall()  # a no-op
+    assert F.kl_div is ORIGINAL_KL_DIV
+
+
+def test_uninstall_when_never_installed_is_a_no_op() -> None:
+    kl_guard.uninstall()
+    assert F.kl_div is ORIGINAL_KL_DIV
+
+
+def test_warning_points_at_the_users_line() -> None:
+    kl_guard.install()
+    with pytest.warns(kl_guard.KLGuardWarning) as record:
+        F.kl_div(*probs_input(), reduction="batchmean")  # warns here
+    [warning] = [w for w in record if issubclass(w.category, kl_guard.KLG003Warning)]
+    assert warning.filename == __file__
+    assert warning.lineno == test_warning_points_at_the_users_line.__code__.co_firstlineno + 3
+    assert str(warning.message).splitlines()[-1].endswith(f"test_patching.py:{warning.lineno}")
+
+
+def test_module_warning_points_at_the_users_line_and_is_checked_once() -> None:
+    kl_guard.install()
+    loss = nn.KLDivLoss(reduction="batchmean")
+    with pytest.warns(kl_guard.KLGuardWarning) as record:
+        loss(*probs_input())  # warns here
+    codes = sorted(w.category.code for w in record)  # type: ignore[attr-defined]
+    assert codes == ["KLG003", "KLG004"]
+    assert {w.filename for w in record} == {__file__}
+    with kl_guard.guard(check_every=1) as g, pytest.warns(kl_guard.KLGuardWarning):
+        for _ in range(3):
+            loss(*probs_input())
+    assert [(f.code, f.count) for f in g.findings] == [("KLG003", 3), ("KLG004", 3)]
+
+
+def test_warn_mode_deduplicates_per_site_and_code() -> None:
+    kl_guard.install(check_every=1)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for _ in range(5):
+            F.kl_div(*probs_input(), reduction="batchmean")
+    assert sorted(w.category.__name__ for w in record) == ["KLG003Warning", "KLG004Warning"]
+    assert [(f.code, f.count) for f in kl_guard.findings()] == [("KLG003", 5), ("KLG004", 5)]
+
+
+def test_raise_mode_raises_from_the_users_call_every_time() -> None:
+    kl_guard.install(mode="raise")
+    for _ in range(2):
+        with pytest.raises(kl_guard.KLGuardError) as info:
+            F.kl_div(*probs_input(), reduction="batchmean")
+        assert [f.code for f in info.value.findings] == ["KLG003", "KLG004"]
+        assert "KLG003: input to kl_div looks like probabilities" in str(info.value)
+
+
+def test_log_mode_uses_the_kl_guard_logger(caplog: pytest.LogCaptureFixture) -> None:
+    kl_guard.install(mode="log")
+    with caplog.at_level(logging.WARNING, logger="kl_guard"):
+        F.kl_div(*probs_input(), reduction="batchmean")
+    assert [r.name for r in caplog.records] == ["kl_guard", "kl_guard"]
+    assert caplog.records[0].getMessage().startswith("KLG003: ")
+
+
+def test_off_mode_checks_nothing() -> None:
+    kl_guard.install(mode="off")
+    F.kl_div(*probs_input(), reduction="batchmean")
+    assert kl_guard.findings() == []
+
+
+def test_env_var_sets_the_default_mode(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KL_GUARD_MODE", "raise")
+    kl_guard.install()
+    with pytest.raises(kl_guard.KLGuardError):
+        F.kl_div(*probs_input(), reduction="batchmean")
+
+
+def test_select_and_ignore() -> None:
+    kl_guard.install(mode="raise", ignore=["KLG004"])
+    with pytest.raises(kl_guard.KLGuardError) as info:
+        F.kl_div(*probs_input(), reduction="batchmean")
+    assert [f.code for f in info.value.findings] == ["KLG003"]
+    kl_guard.install(select="KLG001")
+    F.kl_div(*probs_input(), reduction="batchmean")  # KLG003 is not selected
+    with pytest.raises(kl_guard.KLGuardError, match="KLG001"):
+        F.kl_div(*good())
+
+
+def test_guard_as_context_manager_nests_and_restores() -> None:
+    with kl_guard.guard() as outer:
+        patched = F.kl_div
+        with kl_guard.guard(mode="raise") as inner, pytest.raises(kl_guard.KLGuardError):
+            F.kl_div(*probs_input(), reduction="batchmean")
+        assert F.kl_div is patched
+        with pytest.warns(kl_guard.KLGuardWarning):
+            F.kl_div(*probs_input(), reduction="batchmean")
+    assert F.kl_div is ORIGINAL_KL_DIV
+    assert [f.code for f in inner.findings] == ["KLG003", "KLG004"]
+    # two call sites: one entry per (location, code)
+    assert [(f.code, f.count) for f in outer.findings] == [("KLG003", 1), ("KLG004", 1)] * 2
+    assert outer.findings[0].location != outer.findings[2].location
+
+
+def test_guard_inside_install_keeps_the_patch_after_exit() -> None:
+    kl_guard.install(ignore="KLG004")
+    patched = F.kl_div
+    with kl_guard.guard(mode="raise") as g, pytest.raises(kl_guard.KLGuardError) as info:
+        F.kl_div(*probs_input(), reduction="batchmean")
+    assert [f.code for f in info.value.findings] == ["KLG003"]  # ignore is inherited
+    assert [f.code for f in g.findings] == ["KLG003"]
+    assert F.kl_div is patched
+
+
+def test_guard_records_findings_in_every_mode_with_counts() -> None:
+    with kl_guard.guard(mode="log", check_every=1) as g:
+        for _ in range(100):
+            F.kl_div(*good())
+    assert [(f.code, f.count) for f in g.findings] == [("KLG001", 100)]
+    assert g.findings[0].location.endswith(
+        f"test_patching.py:{g.findings[0].location.split(':')[-1]}"
+    )
+
+
+def test_guard_as_decorator() -> None:
+    @kl_guard.guard(mode="raise")
+    def step() -> torch.Tensor:
+        return F.kl_div(*probs_input(), reduction="batchmean")
+
+    assert F.kl_div is ORIGINAL_KL_DIV
+    with pytest.raises(kl_guard.KLGuardError):
+        step()
+    assert F.kl_div is ORIGINAL_KL_DIV
+
+
+def test_guard_start_stop_and_reuse() -> None:
+    g = kl_guard.guard(mode="raise")
+    g.start()
+    with pytest.raises(RuntimeError, match="already active"):
+        g.start()
+    g.stop()
+    g.stop()  # a no-op
+    assert F.kl_div is ORIGINAL_KL_DIV
+
+
+def test_torch_mean_warning_is_replaced_while_active_and_back_after() -> None:
+    kl_guard.install()
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        F.kl_div(*good())
+    assert [w.category for w in record] == [kl_guard.KLG001Warning]
+    kl_guard.uninstall()
+    with pytest.warns(
+        UserWarning, match="reduction: 'mean' divides the total loss"
+    ) as torch_warning:
+        F.kl_div(*good())
+    assert "torch" in torch_warning[0].filename or torch_warning[0].filename == __file__
+
+
+def test_cached_reference_keeps_the_original() -> None:
+    from torch.nn.functional import kl_div as cached
+
+    kl_guard.install(mode="raise")
+    cached(*probs_input(), reduction="batchmean")  # no error: documented limit
+
+
+def test_default_policy_checks_the_first_calls_then_backs_off() -> None:
+    kl_guard.install(mode="log")
+    for _ in range(100):
+        F.kl_div(*good())
+    [finding] = kl_guard.findings()
+    # calls 1-8, then 16, 32 and 64
+    assert finding.count == 11
+
+
+def test_check_every() -> None:
+    kl_guard.install(mode="log", check_every=10)
+    for _ in range(100):
+        F.kl_div(*good())
+    assert kl_guard.findings()[0].count == 10

@@ -1,0 +1,54 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kl_guard._statistics import _row_index, compute, layout, sample_fibers, unpack
+
+
+@given(
+    shape=st.lists(st.integers(1, 7), min_size=1, max_size=4),
+    data=st.data(),
+    k=st.integers(1, 9),
+)
+def test_sample_fibers_matches_a_reference(shape: list[int], data: st.DataObject, k: int) -> None:
+    x = torch.arange(math.prod(shape), dtype=torch.float32).reshape(shape)
+    dim = data.draw(st.integers(0, len(shape) - 1))
+    rows = sample_fibers(x, dim, k)
+    reference = x.movedim(dim, -1).reshape(-1, shape[dim])
+    total = reference.shape[0]
+    assert rows.shape == (min(total, k), shape[dim])
+    if total <= k:
+        assert torch.equal(rows, reference)
+    else:
+        positions = [round(j * (total - 1) / (k - 1)) for j in range(k)] if k > 1 else [0]
+        assert torch.equal(rows, reference[positions])
+
+
+def test_sampling_copies_only_the_sampled_rows() -> None:
+    x = torch.randn(4096, 2, 8).expand(4096, 2, 8).permute(1, 0, 2)  # non-contiguous
+    rows = sample_fibers(x, 2, 16)
+    assert rows.shape == (16, 8)
+    assert rows.numel() < x.numel() / 100
+
+
+def test_row_index_is_cached() -> None:
+    a = _row_index((10, 20), 16, torch.device("cpu"))
+    assert a is _row_index((10, 20), 16, torch.device("cpu"))
+
+
+def test_masked_rows_are_excluded() -> None:
+    inp = torch.log_softmax(torch.randn(4, 3), 1)
+    tgt = torch.softmax(torch.randn(4, 3), 1)
+    tgt[1] = 0
+    tgt[2] = float("-inf")
+    spec = layout((4, 3), (1,), 16, False)
+    [stats] = unpack(compute(inp, tgt, None, (1,), 16).tolist(), spec).values()
+    assert stats.kept == 2
+    assert stats.rows == 4
+    assert stats.target.row_sum.lo == pytest.approx(1.0)
+    assert stats.loss_row_min is None
