@@ -149,6 +149,17 @@ def emit(
             logger.warning("%s", finding.message)
 
 
+def summary_lines(findings: Sequence[Finding]) -> list[str]:
+    """A table of ``findings``, one row per (location, code): code, location, count, cause."""
+    rows = [("code", "location", "count", "cause")]
+    rows += [(f.code, f.location, str(f.count), f.summary) for f in findings]
+    code_w, location_w, count_w = (max(len(row[i]) for row in rows) for i in range(3))
+    return [
+        f"{code:<{code_w}}  {location:<{location_w}}  {count:>{count_w}}  {cause}"
+        for code, location, count, cause in rows
+    ]
+
+
 def _warn_at(finding: Finding, frame: FrameType | None) -> None:
     category = WARNING_CATEGORIES[finding.code]
     if frame is None:
