@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from kl_guard._findings import CODES
@@ -56,17 +56,19 @@ def _choices(values: Iterable[str]) -> str:
     return ", ".join(repr(v) for v in values)
 
 
-def parse_mode(value: object, *, source: str = "mode") -> Mode:
-    """Turn ``"warn"`` (or a :class:`Mode`) into a Mode, listing the valid ones on error."""
+def parse_mode(
+    value: object, *, source: str = "mode", choices: Collection[Mode] = tuple(Mode)
+) -> Mode:
+    """Turn ``"warn"`` (or a :class:`Mode`) into one of ``choices``, listing them on error."""
     if isinstance(value, Mode):
-        return value
-    if isinstance(value, str):
-        try:
-            return Mode(value.strip().lower())
-        except ValueError:
-            pass
+        mode: Mode | None = value
+    else:
+        text = value.strip().lower() if isinstance(value, str) else None
+        mode = next((m for m in Mode if m.value == text), None)
+    if mode is not None and mode in choices:
+        return mode
     raise ValueError(
-        f"kl_guard: {source} must be one of {_choices(m.value for m in Mode)}, not {value!r}."
+        f"kl_guard: {source} must be one of {_choices(m.value for m in choices)}, not {value!r}."
     )
 
 

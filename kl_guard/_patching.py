@@ -140,6 +140,7 @@ _FUNCTIONAL_DEFAULTS: dict[str, Any] = {
 def _functional_wrapper(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
+    __tracebackhide__ = True  # see _reporting.emit
     if _is_compiling():
         return wrapped(*args, **kwargs)
     view = _STATE.view
@@ -151,6 +152,7 @@ def _functional_wrapper(
 def _module_wrapper(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
+    __tracebackhide__ = True  # see _reporting.emit
     if _is_compiling():
         return wrapped(*args, **kwargs)
     view = _STATE.view
@@ -181,6 +183,7 @@ def _guarded_call(
     api: Api,
     instance: Any,
 ) -> Any:
+    __tracebackhide__ = True  # see _reporting.emit
     frame = _reporting.user_frame(2)
     site = (frame.f_code, frame.f_lineno) if frame is not None else None
     if not view.layer.policy.should_check(site, view.config):

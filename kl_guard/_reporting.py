@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -95,21 +96,18 @@ class Record:
         self._items: dict[tuple[str, str], Finding] = {}
 
     def add(self, finding: Finding) -> bool:
-        """Count ``finding``; True when its (location, code) is new here."""
+        """Count ``finding``; True when its (location, code) is new here.
+
+        A fresh finding counts once; adding an aggregated one (from another
+        process's record) adds its whole count, so records merge.
+        """
         key = (finding.location, finding.code)
         with self._lock:
             seen = self._items.get(key)
             if seen is None:
                 self._items[key] = finding
                 return True
-            self._items[key] = Finding(
-                code=seen.code,
-                summary=seen.summary,
-                message=seen.message,
-                location=seen.location,
-                count=seen.count + 1,
-                rank=seen.rank,
-            )
+            self._items[key] = dataclasses.replace(seen, count=seen.count + finding.count)
             return False
 
     def findings(self) -> list[Finding]:
@@ -133,6 +131,7 @@ def emit(
     deduplicated against the innermost layer, so each ``guard()`` block
     reports its first occurrence of a (location, code) again.
     """
+    __tracebackhide__ = True  # pytest shows the user's call as the last frame
     selected = [f for f in findings if config.enabled(f.code)]
     if not selected:
         return
@@ -148,6 +147,17 @@ def emit(
             _warn_at(finding, frame)
         elif config.mode is Mode.LOG:
             logger.warning("%s", finding.message)
+
+
+def summary_lines(findings: Sequence[Finding]) -> list[str]:
+    """A table of ``findings``, one row per (location, code): code, location, count, cause."""
+    rows = [("code", "location", "count", "cause")]
+    rows += [(f.code, f.location, str(f.count), f.summary) for f in findings]
+    code_w, location_w, count_w = (max(len(row[i]) for row in rows) for i in range(3))
+    return [
+        f"{code:<{code_w}}  {location:<{location_w}}  {count:>{count_w}}  {cause}"
+        for code, location, count, cause in rows
+    ]
 
 
 def _warn_at(finding: Finding, frame: FrameType | None) -> None:

@@ -9,6 +9,8 @@ from hypothesis import HealthCheck, settings
 import kl_guard
 from kl_guard import _patching, _reporting
 
+pytest_plugins = ["pytester"]
+
 settings.register_profile(
     "default",
     max_examples=40,

@@ -1,0 +1,162 @@
+"""``python -m kl_guard run``: a program run under a guard, then a summary of its findings.
+
+Like ``python -m cProfile`` or ``coverage run``: the script (or ``-m`` module)
+runs as ``__main__`` with its own ``sys.argv`` and ``sys.path[0]``, and
+whatever way it ends (normally, ``sys.exit``, an exception, Ctrl-C) the
+summary is printed to stderr and the optional JSON report is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.util
+import json
+import os
+import runpy
+import sys
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, TextIO
+
+from kl_guard._config import Mode
+from kl_guard._findings import Finding
+from kl_guard._patching import Guard
+from kl_guard._reporting import summary_lines
+
+JSON_VERSION = 1
+
+# Frames of the runner and of runpy sit between the interpreter and the
+# user's code; Python's own traceback for ``python script.py`` has neither.
+# runpy is frozen on 3.11+, so its frames carry "<frozen runpy>", not its path.
+_OWN_FRAMES = (os.path.dirname(os.path.abspath(__file__)) + os.sep,)
+_RUNPY_FILE = runpy.run_path.__code__.co_filename
+
+
+class NotFound(LookupError):
+    """The script or module to run does not exist: a usage error, not the program's."""
+
+
+def run(
+    target: str,
+    args: Sequence[str],
+    *,
+    module: bool,
+    mode: Mode,
+    options: Mapping[str, Any],
+    json_path: str | None = None,
+) -> int:
+    """Run ``target`` under ``guard(mode, **options)``; its exit status.
+
+    Raises :class:`NotFound` before anything runs when ``target`` is missing.
+    """
+    guard = Guard(mode, **options)
+    # The program may chdir; the report goes where the command line meant.
+    report = os.path.abspath(json_path) if json_path is not None else None
+    with _as_main(target, args, module=module), guard:
+        _find(target, module=module)
+        status = _execute(target, module=module)
+    found = guard.findings
+    sys.stdout.flush()
+    _summarize(found, mode, sys.stderr)
+    if report is not None:
+        try:
+            _write_json(report, found, mode, status)
+        except OSError as exc:
+            print(f"kl_guard: could not write the JSON report: {exc}", file=sys.stderr)
+            return status or 2
+    return status
+
+
+@contextlib.contextmanager
+def _as_main(target: str, args: Sequence[str], *, module: bool) -> Iterator[None]:
+    """``sys.argv`` and ``sys.path[0]`` as ``python [-m] target args`` sets them, then back."""
+    argv, path = sys.argv, sys.path[:]
+    sys.argv = [target, *args]
+    if module:
+        entry = os.getcwd()
+    elif os.path.isfile(target):
+        entry = os.path.dirname(os.path.realpath(target))
+    else:  # a directory or zip file with __main__.py
+        entry = os.path.abspath(target)
+    sys.path[0] = entry
+    try:
+        yield
+    finally:
+        sys.argv = argv
+        sys.path[:] = path
+
+
+def _find(target: str, *, module: bool) -> None:
+    if not module:
+        if not os.path.exists(target):
+            raise NotFound(f"can't open file {target!r}: no such file or directory")
+        return
+    try:
+        spec = importlib.util.find_spec(target)
+    except ModuleNotFoundError as exc:
+        # Only a missing package on the way to ``target`` means "not found";
+        # a package that fails to import one of its own dependencies is the
+        # program's error, reported when it runs.
+        if exc.name is None or not f"{target}.".startswith(f"{exc.name}."):
+            raise
+        spec = None
+    if spec is None:
+        raise NotFound(f"no module named {target!r}")
+
+
+def _execute(target: str, *, module: bool) -> int:
+    """Run the program as ``__main__``; the exit status Python would give it."""
+    try:
+        if module:
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(target, run_name="__main__")
+    except SystemExit as exc:
+        return _exit_status(exc.code)
+    except BaseException as exc:  # the program's failure is reported, not ours
+        _print_traceback(exc)
+        return 130 if isinstance(exc, KeyboardInterrupt) else 1
+    return 0
+
+
+def _exit_status(code: object) -> int:
+    """``sys.exit(code)`` as the interpreter turns it into a status."""
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)
+    return 1
+
+
+def _print_traceback(exc: BaseException) -> None:
+    report = traceback.TracebackException.from_exception(exc)
+    report.stack = traceback.StackSummary.from_list(
+        [
+            frame
+            for frame in report.stack
+            if frame.filename != _RUNPY_FILE and not frame.filename.startswith(_OWN_FRAMES)
+        ]
+    )
+    print("".join(report.format()), end="", file=sys.stderr)
+
+
+def _summarize(found: Sequence[Finding], mode: Mode, stream: TextIO) -> None:
+    count = f"{len(found)} finding{'' if len(found) == 1 else 's'}" if found else "no findings"
+    print(f"kl_guard summary (mode={mode}): {count}", file=stream)
+    if found:
+        for line in summary_lines(found):
+            print(f"  {line}", file=stream)
+
+
+def _write_json(path: str, found: Sequence[Finding], mode: Mode, status: int) -> None:
+    report = {
+        "version": JSON_VERSION,
+        "mode": mode.value,
+        "findings": [dataclasses.asdict(f) for f in found],
+        "exit_status": status,
+    }
+    with open(path, "w", encoding="utf-8") as file:
+        json.dump(report, file, indent=2)
+        file.write("\n")

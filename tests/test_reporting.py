@@ -1,0 +1,29 @@
+"""Reporting helpers: merging records and the summary table."""
+
+from __future__ import annotations
+
+from kl_guard import Finding
+from kl_guard._reporting import Record, summary_lines
+
+
+def finding(code: str, location: str, count: int = 1) -> Finding:
+    return Finding(code, f"{code} cause", f"{code}: message", location, count)
+
+
+def test_record_counts_fresh_findings_and_merges_aggregated_ones() -> None:
+    record = Record()
+    assert record.add(finding("KLG001", "a.py:1"))
+    assert not record.add(finding("KLG001", "a.py:1"))
+    # Another process's record, already aggregated, adds its whole count.
+    assert not record.add(finding("KLG001", "a.py:1", count=5))
+    assert record.add(finding("KLG003", "a.py:1", count=2))
+    assert [(f.code, f.count) for f in record.findings()] == [("KLG001", 7), ("KLG003", 2)]
+
+
+def test_summary_lines_align_the_columns() -> None:
+    lines = summary_lines([finding("KLG001", "train.py:13", 14), finding("KLG003", "x.py:2")])
+    assert lines == [
+        "code    location     count  cause",
+        "KLG001  train.py:13     14  KLG001 cause",
+        "KLG003  x.py:2           1  KLG003 cause",
+    ]

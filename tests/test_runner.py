@@ -1,0 +1,231 @@
+"""``python -m kl_guard run``: end to end in a subprocess, the rest through ``_cli.main``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kl_guard import _cli
+
+# Two misuses, each at its own line, repeated as a training loop would.
+TRAIN = """\
+import sys
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+g = torch.Generator().manual_seed(0)
+student = torch.randn(8, 5, generator=g, requires_grad=True)
+teacher = torch.randn(8, 5, generator=g)
+criterion = nn.KLDivLoss(reduction="batchmean")
+for step in range(500):
+    kd = F.kl_div(F.log_softmax(student, 1), F.softmax(teacher, 1))  # KLG001
+    wrong_dim = criterion(F.log_softmax(student, 1), F.softmax(teacher, 0))  # KLG006
+    (kd + wrong_dim).backward()
+print("trained", sys.argv[1:])
+"""
+
+
+def line_of(source: str, marker: str) -> int:
+    return next(i for i, line in enumerate(source.splitlines(), 1) if marker in line)
+
+
+KLG001_AT = f"train.py:{line_of(TRAIN, '# KLG001')}"
+KLG006_AT = f"train.py:{line_of(TRAIN, '# KLG006')}"
+
+
+def run_subprocess(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    # One intra-op thread: on a busy machine, threads contending for a few
+    # cores make each op on these tiny tensors a thousand times slower.
+    return subprocess.run(
+        [sys.executable, "-m", "kl_guard", "run", *args],
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+def script(tmp_path: Path, source: str, name: str = "script.py") -> str:
+    path = tmp_path / name
+    path.write_text(source)
+    return str(path)
+
+
+def test_training_script_runs_to_the_end_with_a_summary_and_json(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text(TRAIN)
+    done = run_subprocess(tmp_path, "--json", "report.json", "train.py", "--epochs", "3")
+
+    assert done.returncode == 0, done.stderr
+    assert "trained ['--epochs', '3']" in done.stdout
+    summary = done.stderr[done.stderr.index("kl_guard summary") :].splitlines()
+    assert summary[0] == "kl_guard summary (mode=warn): 2 findings"
+    assert summary[1].split() == ["code", "location", "count", "cause"]
+    rows = sorted(line.split()[:2] for line in summary[2:])
+    assert rows == [["KLG001", KLG001_AT], ["KLG006", KLG006_AT]]
+
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert (report["version"], report["mode"], report["exit_status"]) == (1, "warn", 0)
+    found = {(f["code"], f["location"]): f for f in report["findings"]}
+    assert set(found) == {("KLG001", KLG001_AT), ("KLG006", KLG006_AT)}
+    for finding in found.values():
+        assert set(finding) == {"code", "location", "message", "summary", "count", "rank"}
+        # 500 calls: the checks thin out and the report keeps counts, not copies.
+        assert 8 < finding["count"] < 50
+        assert finding["message"].startswith(f"{finding['code']}: {finding['summary']}")
+
+
+def test_raise_mode_stops_the_script_at_its_line(tmp_path: Path) -> None:
+    (tmp_path / "train.py").write_text(TRAIN)
+    done = run_subprocess(tmp_path, "--mode", "raise", "--json", "report.json", "train.py")
+
+    assert done.returncode == 1
+    assert "trained" not in done.stdout
+    traceback = done.stderr[done.stderr.index("Traceback") :]
+    # The script's own frame and the diagnosis; no frame of runpy or kl_guard.
+    assert f'train.py", line {line_of(TRAIN, "# KLG001")}, in <module>' in traceback
+    assert "kl_guard.KLGuardError: KLG001: " in traceback
+    assert "runpy" not in traceback
+    assert "kl_guard/" not in traceback
+    assert done.stderr.splitlines()[-3] == "kl_guard summary (mode=raise): 1 finding"
+    assert json.loads((tmp_path / "report.json").read_text())["exit_status"] == 1
+
+
+@pytest.mark.parametrize(
+    ("source", "status", "stderr"),
+    [
+        ("pass", 0, ""),
+        ("import sys\nsys.exit(3)", 3, ""),
+        ("import sys\nsys.exit('bye')", 1, "bye\n"),
+        ("raise RuntimeError('boom')", 1, "RuntimeError: boom\n"),
+        ("raise KeyboardInterrupt", 130, "KeyboardInterrupt\n"),
+    ],
+)
+def test_exit_status_is_the_scripts_and_the_summary_always_comes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str, status: int, stderr: str
+) -> None:
+    assert _cli.main(["run", script(tmp_path, source)]) == status
+    err = capsys.readouterr().err
+    assert err.endswith(f"{stderr}kl_guard summary (mode=warn): no findings\n")
+    if status == 1 and "Error" in stderr:
+        assert 'script.py", line 1, in <module>' in err
+
+
+def test_script_gets_its_own_argv_and_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = script(tmp_path, "import sys\nprint(sys.argv, sys.path[0], __name__)")
+    argv, path0 = sys.argv[:], sys.path[0]
+
+    assert _cli.main(["run", path, "a", "--mode", "raise"]) == 0
+    assert capsys.readouterr().out == f"{[path, 'a', '--mode', 'raise']} {tmp_path} __main__\n"
+    assert (sys.argv, sys.path[0]) == (argv, path0)
+
+
+def test_module_runs_as_main(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script(tmp_path, "import sys\nprint(sys.argv[1:], __name__)\nsys.exit(4)", "klg_demo_mod.py")
+    monkeypatch.chdir(tmp_path)
+
+    assert _cli.main(["run", "-m", "klg_demo_mod", "x"]) == 4
+    assert capsys.readouterr().out == "['x'] __main__\n"
+
+
+MISUSE = """\
+import torch
+import torch.nn.functional as F
+F.kl_div(F.log_softmax(torch.randn(8, 5), 1), F.softmax(torch.randn(8, 5), 1))
+"""
+
+
+@pytest.mark.parametrize(
+    ("options", "codes"),
+    [
+        (["--mode", "log"], ["KLG001"]),
+        (["--mode", "log", "--ignore", "KLG001"], []),
+        (["--mode", "log", "--select", "klg001, KLG003", "--check-every", "2"], ["KLG001"]),
+    ],
+)
+def test_options_reach_the_guard(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    options: list[str],
+    codes: list[str],
+) -> None:
+    json_path = tmp_path / "report.json"
+    argv = ["run", *options, "--json", str(json_path), script(tmp_path, MISUSE)]
+    assert _cli.main(argv) == 0
+    report: dict[str, Any] = json.loads(json_path.read_text())
+    assert [f["code"] for f in report["findings"]] == codes
+    assert report["mode"] == "log"
+
+
+def test_raise_mode_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _cli.main(["run", "--mode", "raise", script(tmp_path, MISUSE)]) == 1
+    err = capsys.readouterr().err
+    assert "kl_guard.KLGuardError: KLG001: " in err
+    assert err.splitlines()[-3] == "kl_guard summary (mode=raise): 1 finding"
+
+
+@pytest.mark.parametrize(
+    ("argv", "error"),
+    [
+        (["run", "missing.py"], "can't open file 'missing.py': no such file or directory"),
+        (["run", "-m", "klg_missing_mod"], "no module named 'klg_missing_mod'"),
+        (["run", "-m", "klg_missing_pkg.mod"], "no module named 'klg_missing_pkg.mod'"),
+        (
+            ["run", "--select", "KLG001,KLG999", "x.py"],
+            "argument --select: kl_guard: unknown code 'KLG999' in --select; valid codes are "
+            "'KLG001', 'KLG002', 'KLG003', 'KLG004', 'KLG005', 'KLG006', 'KLG007', 'KLG008'.",
+        ),
+        (
+            ["run", "--check-every", "0", "x.py"],
+            "argument --check-every: must be a positive integer, not '0'",
+        ),
+        (["run", "--mode", "loud", "x.py"], "argument --mode: invalid choice: 'loud' *"),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_2(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    argv: list[str],
+    error: str,
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc_info:
+        _cli.main(argv)
+    assert exc_info.value.code == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    prefix = "python -m kl_guard run: error: "
+    assert last.startswith(prefix)
+    assert fnmatch(last[len(prefix) :], error)
+
+
+def test_bad_environment_mode_is_a_usage_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("KL_GUARD_MODE", "loud")
+    with pytest.raises(SystemExit) as exc_info:
+        _cli.main(["run", script(tmp_path, "pass")])
+    assert exc_info.value.code == 2
+    assert "KL_GUARD_MODE must be one of 'warn', 'raise', 'log', 'off'" in capsys.readouterr().err
+
+
+def test_unwritable_json_report_is_an_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["run", "--json", str(tmp_path / "no" / "report.json"), script(tmp_path, "pass")]
+    assert _cli.main(argv) == 2
+    assert "kl_guard: could not write the JSON report: " in capsys.readouterr().err
