@@ -19,13 +19,17 @@ from kl_guard._diagnosis import (
     TensorInfo,
     argument_findings,
     candidate_dims,
+    other_dims,
     resolve_reduction,
     tensor_findings,
     wants_more_dims,
 )
 from kl_guard._findings import Finding
-from kl_guard._reporting import attribute, user_frame
+from kl_guard._reporting import attribute, site_of, user_frame
 
+Stats = dict[int, _statistics.DimStats]
+
+_DTYPE_NAMES: dict[torch.dtype, str] = {}
 _REDUCTION_ENUM = {"none": 0, "mean": 1, "sum": 2, "batchmean": 2}
 _is_functorch_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
 
@@ -47,11 +51,10 @@ def judgeable(x: object) -> bool:
 def _info(x: object) -> TensorInfo | None:
     if not isinstance(x, torch.Tensor):
         return None
-    return TensorInfo(
-        shape=tuple(int(s) for s in x.shape),
-        dtype=str(x.dtype).removeprefix("torch."),
-        requires_grad=bool(x.requires_grad),
-    )
+    dtype = _DTYPE_NAMES.get(x.dtype)
+    if dtype is None:
+        dtype = _DTYPE_NAMES[x.dtype] = str(x.dtype).removeprefix("torch.")
+    return TensorInfo(shape=tuple(x.shape), dtype=dtype, requires_grad=x.requires_grad)
 
 
 def describe(
@@ -81,25 +84,54 @@ def describe(
     )
 
 
-def examine(
+@dataclasses.dataclass
+class Measurement:
+    """Statistics of one call, computed on its device but not yet read back.
+
+    Holds only small tensors of kl_guard's own (the packed numbers), never
+    the user's input, target or loss.
+    """
+
+    call: Call
+    spec: _statistics.Layout | None = None
+    packed: torch.Tensor | None = None
+    loss: torch.Tensor | None = None  # a reduced loss, detached, until it is read
+    with_scalar_loss: bool = False  # its value was appended to ``packed``
+
+    def read(self) -> list[float] | None:
+        """The numbers, read back now (a synchronization on an accelerator)."""
+        if self.packed is None:
+            return None
+        values: list[float] = self.packed.tolist()
+        if self.loss is not None:
+            values.append(self.loss.item())
+        return values
+
+    def pack_loss(self) -> None:
+        """Append the loss to ``packed``, so one non-blocking copy brings both back."""
+        if self.packed is not None and self.loss is not None:
+            self.packed = torch.cat((self.packed, self.loss.reshape(1).to(self.packed.dtype)))
+        self.loss = None
+        self.with_scalar_loss = self.packed is not None and self.spec is not None
+
+
+def measure(
     call: Call,
     input: torch.Tensor,
     target: torch.Tensor,
     loss: object,
     *,
     sample_rows: int,
-) -> list[Diagnosis]:
-    """Every diagnosis of one call, reading the device back once (twice if off)."""
-    found = argument_findings(call)
+    dims: tuple[int, ...] | None = None,
+) -> Measurement:
+    """Launch the statistics of ``dims`` (the candidate dims by default); no read-back."""
     if not (judgeable(input) and judgeable(target)):
-        return found
+        return Measurement(call)
     shape = call.shape
     if shape != tuple(input.shape):
         input, target = torch.broadcast_tensors(input, target)  # type: ignore[no-untyped-call]
     elif shape != tuple(target.shape):
         target = target.expand_as(input)
-    input, target = input.detach(), target.detach()
-
     elementwise = (
         loss.detach()
         if call.reduction == "none"
@@ -109,29 +141,61 @@ def examine(
         else None
     )
     scalar = (
-        loss.detach().reshape(1).to(torch.float32)
-        if elementwise is None
+        loss.detach()
+        if call.reduction != "none"
         and isinstance(loss, torch.Tensor)
         and loss.numel() == 1
-        and judgeable(loss.reshape(1))
+        and type(loss) is torch.Tensor
+        and loss.is_floating_point()
         else None
     )
+    dims = candidate_dims(shape) if dims is None else dims
+    spec = _statistics.layout(shape, dims, sample_rows, elementwise is not None)
+    packed = _statistics.compute(input.detach(), target.detach(), elementwise, dims, sample_rows)
+    return Measurement(call, spec, packed, scalar)
 
-    def measure(dims: tuple[int, ...]) -> tuple[dict[int, _statistics.DimStats], float | None]:
-        spec = _statistics.layout(shape, dims, sample_rows, elementwise is not None)
-        packed = _statistics.compute(input, target, elementwise, dims, sample_rows)
-        if scalar is not None:
-            packed = torch.cat((packed, scalar))
-        values = packed.tolist()
-        loss_value = values.pop() if scalar is not None else None
-        return _statistics.unpack(values, spec), loss_value
 
-    stats, loss_value = measure(candidate_dims(shape))
-    call = dataclasses.replace(call, loss=loss_value)
-    more = wants_more_dims(call, stats)
+def conclude(measurement: Measurement, values: list[float] | None) -> tuple[Stats, float | None]:
+    """The statistics and the reduced loss's value, from the numbers read back."""
+    spec = measurement.spec
+    if spec is None or values is None:
+        return {}, None
+    loss = None
+    if measurement.with_scalar_loss or measurement.loss is not None:
+        loss = values.pop()
+    return _statistics.unpack(values, spec), loss
+
+
+def all_dims(call: Call) -> tuple[int, ...]:
+    """Every dimension worth measuring when there is no second read-back (CUDA)."""
+    return candidate_dims(call.shape) + other_dims(call.shape)
+
+
+def diagnose(call: Call, stats: Stats, loss: float | None) -> list[Diagnosis]:
+    return argument_findings(call) + (tensor_findings(call, stats, loss) if stats else [])
+
+
+def examine(
+    call: Call,
+    input: torch.Tensor,
+    target: torch.Tensor,
+    loss: object,
+    *,
+    sample_rows: int,
+) -> list[Diagnosis]:
+    """Every diagnosis of one call, synchronously.
+
+    The device is read back once; a second time only when a tensor is
+    already off on its class dimension, to tell a wrong dimension (KLG006)
+    from the rest.
+    """
+    m = measure(call, input, target, loss, sample_rows=sample_rows)
+    stats, loss_value = conclude(m, m.read())
+    more = wants_more_dims(call, stats) if stats else ()
     if more:
-        stats.update(measure(more)[0])
-    return found + tensor_findings(call, stats)
+        extra = measure(call, input, target, None, sample_rows=sample_rows, dims=more)
+        stats = {**stats, **conclude(extra, extra.read())[0]}
+    return diagnose(call, stats, loss_value)
 
 
 def kl_div_unchecked(
@@ -176,4 +240,4 @@ def check(
     if loss is None and judgeable(input) and judgeable(target):
         loss = kl_div_unchecked(input, target, reduction, log_target)
     diagnoses = examine(call, input, target, loss, sample_rows=sample_rows)
-    return attribute(diagnoses, user_frame(1))
+    return attribute(diagnoses, site_of(user_frame(1)))

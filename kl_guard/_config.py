@@ -39,7 +39,7 @@ class Config:
     check_every: int | None = None
     warmup: int = 8
     max_interval: int = 1024
-    sample_rows: int = 16
+    sample_rows: int = 64
     select: frozenset[str] | None = None
     ignore: frozenset[str] = frozenset()
 

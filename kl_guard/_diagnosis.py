@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -60,13 +61,12 @@ class Call:
     size_average: object = None
     reduce: object = None
     grad_enabled: bool = True
-    loss: float | None = None
 
     @property
     def legacy(self) -> bool:
         return self.size_average is not None or self.reduce is not None
 
-    @property
+    @functools.cached_property
     def shape(self) -> tuple[int, ...]:
         """The shape both tensors broadcast to (the input's when they do not)."""
         return broadcast_shape(self.input.shape, self.target.shape) or self.input.shape
@@ -312,19 +312,20 @@ def _read(call: Call, stats: Mapping[int, DimStats]) -> _Reading | None:
     if not candidates:
         return None
 
-    def spaces(d: int) -> tuple[Space, Space]:
-        s = stats[d]
-        return classify(s.input, s.kept, call.input.dtype), classify(
-            s.target, s.kept, call.target.dtype
+    spaces = {
+        d: (
+            classify(stats[d].input, stats[d].kept, call.input.dtype),
+            classify(stats[d].target, stats[d].kept, call.target.dtype),
         )
+        for d in candidates
+    }
 
     def score(d: int) -> int:
-        i, t = spaces(d)
+        i, t = spaces[d]
         return int(i.normalized) + int(t.normalized)
 
     dim = max(candidates, key=score)  # max keeps the first of equal scores
-    i, t = spaces(dim)
-    return _Reading(dim, stats[dim], i, t)
+    return _Reading(dim, stats[dim], *spaces[dim])
 
 
 def _normalized_elsewhere(
@@ -352,23 +353,31 @@ def wants_more_dims(call: Call, stats: Mapping[int, DimStats]) -> tuple[int, ...
     return tuple(d for d in other_dims(call.shape) if d not in stats)
 
 
-def tensor_findings(call: Call, stats: Mapping[int, DimStats]) -> list[Diagnosis]:
+def tensor_findings(
+    call: Call, stats: Mapping[int, DimStats], loss: float | None = None
+) -> list[Diagnosis]:
     """Findings from the statistics: KLG002, KLG003, KLG006, KLG007 and KLG004."""
     reading = _read(call, stats)
     out: list[Diagnosis] = []
     if reading is not None:
         out += _space_findings(call, stats, reading)
-    loss = _loss_finding(call, stats, reading, out)
-    if loss is not None:
-        out.append(loss)
+    finding = _loss_finding(call, loss, reading, out)
+    if finding is not None:
+        out.append(finding)
     return out
 
 
 def _space_findings(call: Call, stats: Mapping[int, DimStats], r: _Reading) -> list[Diagnosis]:
     ndim = len(call.shape)
     d = _dim_name(r.dim, ndim)
-    ev_input = _evidence("input", call.input, r.stats, r.stats.input)
-    ev_target = _evidence("target", call.target, r.stats, r.stats.target)
+
+    # Evidence is formatted only for a finding: the correct call pays nothing.
+    def ev_input() -> str:
+        return _evidence("input", call.input, r.stats, r.stats.input)
+
+    def ev_target() -> str:
+        return _evidence("target", call.target, r.stats, r.stats.target)
+
     out: list[Diagnosis] = []
     misplaced: list[tuple[str, DimStats]] = []
     swapped = r.input is Space.PROB and r.target is Space.LOGPROB and not call.log_target
@@ -380,8 +389,8 @@ def _space_findings(call: Call, stats: Mapping[int, DimStats], r: _Reading) -> l
                 "input and target of kl_div look swapped: input is probabilities, "
                 "target is log-probabilities",
                 (
-                    ev_input,
-                    ev_target,
+                    ev_input(),
+                    ev_target(),
                     "kl_div(input, target) wants input = log q (the model), "
                     "target = p (the reference)",
                 ),
@@ -415,7 +424,7 @@ def _space_findings(call: Call, stats: Mapping[int, DimStats], r: _Reading) -> l
                 Diagnosis(
                     "KLG003",
                     f"input to kl_div looks like {what}",
-                    (ev_input, wants),
+                    (ev_input(), wants),
                     _render_call(
                         call,
                         f"F.log_softmax(logits, dim={d})",
@@ -436,7 +445,7 @@ def _space_findings(call: Call, stats: Mapping[int, DimStats], r: _Reading) -> l
                     f"kl_div was called with log_target={call.log_target} "
                     f"but the target looks like {space}",
                     (
-                        ev_target,
+                        ev_target(),
                         "log_target=True means the target holds log-probabilities; "
                         "log_target=False (the default) means probabilities",
                     ),
@@ -459,7 +468,7 @@ def _space_findings(call: Call, stats: Mapping[int, DimStats], r: _Reading) -> l
                 Diagnosis(
                     "KLG007",
                     headline,
-                    (ev_target, "all-zero rows (masked padding) are ignored"),
+                    (ev_target(), "all-zero rows (masked padding) are ignored"),
                     _render_call(call, "input", fix_target, log_target=call.log_target),
                 )
             )
@@ -505,7 +514,7 @@ def loss_tolerance(call: Call, classes: int) -> float:
 
 def _loss_finding(
     call: Call,
-    stats: Mapping[int, DimStats],
+    loss: float | None,
     reading: _Reading | None,
     found: Sequence[Diagnosis],
 ) -> Diagnosis | None:
@@ -515,7 +524,7 @@ def _loss_finding(
         value = reading.stats.loss_row_min if reading else None
         label = "the lowest per-row sum of the unreduced loss"
     else:
-        value = call.loss
+        value = loss
         label = f"the loss ({call.reduction})"
     if value is None or (math.isfinite(value) and value >= -tol):
         return None

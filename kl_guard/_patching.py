@@ -9,6 +9,8 @@ to ``_check`` and the findings to ``_reporting``.
 from __future__ import annotations
 
 import asyncio
+import atexit
+import collections
 import dataclasses
 import functools
 import threading
@@ -21,7 +23,7 @@ import wrapt
 
 from kl_guard import _check, _reporting
 from kl_guard._config import Config, Mode, configure, default_config
-from kl_guard._diagnosis import Api
+from kl_guard._diagnosis import Call, argument_findings
 from kl_guard._findings import Finding
 from kl_guard._policy import SitePolicy
 
@@ -30,6 +32,11 @@ F = TypeVar("F", bound=Callable[..., Any])
 _is_compiling: Callable[[], bool] = (
     getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
 )
+_is_dynamo_compiling: Callable[[], bool] = (
+    getattr(torch.compiler, "is_dynamo_compiling", None) or torch._dynamo.is_compiling
+)
+# What can be known of a call while it is traced, from its arguments alone.
+_TRACE_TIME_CODES = frozenset({"KLG001", "KLG005"})
 
 # Torch's own warning for reduction='mean', as raised from inside our
 # wrappers: while kl_guard is active its KLG001 replaces it. The module
@@ -142,11 +149,11 @@ def _functional_wrapper(
 ) -> Any:
     __tracebackhide__ = True  # see _reporting.emit
     if _is_compiling():
-        return wrapped(*args, **kwargs)
+        return _traced_call(wrapped, args, kwargs, None)
     view = _STATE.view
     if view is None or getattr(_LOCAL, "busy", False):
         return wrapped(*args, **kwargs)
-    return _guarded_call(wrapped, args, kwargs, view, "function", None)
+    return _guarded_call(wrapped, args, kwargs, view, None)
 
 
 def _module_wrapper(
@@ -154,11 +161,11 @@ def _module_wrapper(
 ) -> Any:
     __tracebackhide__ = True  # see _reporting.emit
     if _is_compiling():
-        return wrapped(*args, **kwargs)
+        return _traced_call(wrapped, args, kwargs, instance)
     view = _STATE.view
     if view is None or getattr(_LOCAL, "busy", False):
         return wrapped(*args, **kwargs)
-    return _guarded_call(wrapped, args, kwargs, view, "module", instance)
+    return _guarded_call(wrapped, args, kwargs, view, instance)
 
 
 def _bind(args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any) -> dict[str, Any]:
@@ -175,52 +182,191 @@ def _bind(args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any) -> dict[
     return bound
 
 
+def _describe(
+    args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any
+) -> tuple[Call | None, dict[str, Any]]:
+    bound = _bind(args, kwargs, instance)
+    call = _check.describe(
+        bound.get("input"),
+        bound.get("target"),
+        api="function" if instance is None else "module",
+        size_average=bound.get("size_average"),
+        reduce=bound.get("reduce"),
+        reduction=bound.get("reduction", "mean"),
+        log_target=bound.get("log_target", False),
+    )
+    return call, bound
+
+
+def _call_busy(wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Call torch with this thread marked busy: the F.kl_div inside a module's
+    forward is then neither checked nor counted a second time."""
+    _LOCAL.busy = True
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        _LOCAL.busy = False
+
+
 def _guarded_call(
     wrapped: Callable[..., Any],
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     view: _View,
-    api: Api,
     instance: Any,
 ) -> Any:
     __tracebackhide__ = True  # see _reporting.emit
-    frame = _reporting.user_frame(2)
-    site = (frame.f_code, frame.f_lineno) if frame is not None else None
-    if not view.layer.policy.should_check(site, view.config):
-        return wrapped(*args, **kwargs)
-    _filter_mean_warning()
-    _LOCAL.busy = True
     try:
-        result = wrapped(*args, **kwargs)
-    finally:
-        _LOCAL.busy = False
-    try:
-        bound = _bind(args, kwargs, instance)
-        call = _check.describe(
-            bound.get("input"),
-            bound.get("target"),
-            api=api,
-            size_average=bound.get("size_average"),
-            reduce=bound.get("reduce"),
-            reduction=bound.get("reduction", "mean"),
-            log_target=bound.get("log_target", False),
+        frame = _reporting.user_frame(2)
+        checked = view.layer.policy.should_check(
+            (frame.f_code, frame.f_lineno) if frame is not None else None, view.config
         )
+    except Exception as exc:
+        _reporting.internal_error(exc)
+        return wrapped(*args, **kwargs)
+    if not checked:
+        if instance is None:
+            return wrapped(*args, **kwargs)
+        return _call_busy(wrapped, args, kwargs)
+    if _PENDING:
+        _drain(block=False)
+    _filter_mean_warning()
+    result = _call_busy(wrapped, args, kwargs)
+    try:
+        call, bound = _describe(args, kwargs, instance)
+        site = _reporting.site_of(frame)
+        del frame  # the caller's frame holds its tensors: never keep it
         if call is None:
             return result
+        if _defers(bound["input"], view.config):
+            measurement = _check.measure(
+                call,
+                bound["input"],
+                bound["target"],
+                result,
+                sample_rows=view.config.sample_rows,
+                dims=_check.all_dims(call),
+            )
+            _defer(measurement, view, site)
+            return result
         diagnoses = _check.examine(
-            call,
-            bound["input"],
-            bound["target"],
-            result,
-            sample_rows=view.config.sample_rows,
+            call, bound["input"], bound["target"], result, sample_rows=view.config.sample_rows
         )
-        findings = _reporting.attribute(diagnoses, frame)
+        findings = _reporting.attribute(diagnoses, site)
     except Exception as exc:
         _reporting.internal_error(exc)
         return result
     if findings:
-        _reporting.emit(findings, view.config, view.records, frame)
+        _reporting.emit(findings, view.config, view.records, site)
     return result
+
+
+def _traced_call(
+    wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any
+) -> Any:
+    """A call seen while torch.compile traces: leave the graph alone.
+
+    Dynamo's own symbolic pass never reaches past ``_is_dynamo_compiling()``,
+    so nothing here can add a graph break. The later tracing passes
+    (AOTAutograd, inductor) run this as plain Python on fake tensors: the
+    argument-level findings (KLG001, KLG005) are reported then, once per
+    compilation, since the compiled code never calls back into kl_guard.
+    """
+    __tracebackhide__ = True  # see _reporting.emit
+    view = _STATE.view
+    if view is None or _is_dynamo_compiling() or getattr(_LOCAL, "busy", False):
+        return wrapped(*args, **kwargs)
+    try:
+        call, _ = _describe(args, kwargs, instance)
+        diagnoses = [
+            d for d in (argument_findings(call) if call else []) if d.code in _TRACE_TIME_CODES
+        ]
+        site = _reporting.site_of(_reporting.user_frame(2))
+        findings = _reporting.attribute(diagnoses, site)
+    except Exception as exc:
+        _reporting.internal_error(exc)
+        return _call_busy(wrapped, args, kwargs)
+    if findings:
+        # Raising inside the compiler would surface as the compiler's error,
+        # not the user's: at trace time raise mode warns.
+        config = view.config
+        if config.mode is Mode.RAISE:
+            config = dataclasses.replace(config, mode=Mode.WARN)
+        _reporting.emit(findings, config, view.records, site)
+    return _call_busy(wrapped, args, kwargs)
+
+
+# Deferred checks (CUDA, warn and log modes): the statistics are copied to
+# the host without blocking, and read once the copy has landed, at a later
+# checked call, at flush(), at the end of a guard or at exit.
+_PENDING_LIMIT = 64
+_DEFER_ON_CPU = False  # tests exercise the deferred path on CPU tensors
+
+
+@dataclasses.dataclass
+class _Pending:
+    measurement: _check.Measurement
+    host: torch.Tensor
+    event: Any
+    view: _View
+    site: _reporting.CallSite | None
+
+
+_PENDING: collections.deque[_Pending] = collections.deque()
+
+
+def _defers(input: Any, config: Config) -> bool:
+    if config.mode not in (Mode.WARN, Mode.LOG) or not isinstance(input, torch.Tensor):
+        return False
+    return input.device.type == "cuda" or (_DEFER_ON_CPU and input.device.type == "cpu")
+
+
+def _defer(measurement: _check.Measurement, view: _View, site: _reporting.CallSite | None) -> None:
+    measurement.pack_loss()
+    packed = measurement.packed
+    if packed is None:
+        host, event = torch.empty(0), None
+    elif packed.device.type == "cuda":
+        host = packed.to("cpu", non_blocking=True)
+        event = torch.cuda.Event()  # type: ignore[no-untyped-call]
+        event.record(torch.cuda.current_stream(packed.device))
+    else:
+        host, event = packed, None
+    measurement.packed = None
+    _PENDING.append(_Pending(measurement, host, event, view, site))
+    if len(_PENDING) > _PENDING_LIMIT:
+        _drain(block=True, limit=len(_PENDING) - _PENDING_LIMIT)
+
+
+def _drain(*, block: bool, limit: int | None = None) -> None:
+    """Diagnose and report the deferred checks whose numbers have landed (all, if ``block``)."""
+    done = 0
+    while _PENDING and (limit is None or done < limit):
+        pending = _PENDING[0]
+        if not block and pending.event is not None and not pending.event.query():
+            return
+        try:
+            _PENDING.remove(pending)
+        except ValueError:  # another thread took it
+            continue
+        done += 1
+        try:
+            if pending.event is not None:
+                pending.event.synchronize()
+            values = pending.host.tolist() if pending.measurement.spec is not None else None
+            stats, loss = _check.conclude(pending.measurement, values)
+            diagnoses = _check.diagnose(pending.measurement.call, stats, loss)
+            findings = _reporting.attribute(diagnoses, pending.site)
+        except Exception as exc:
+            _reporting.internal_error(exc)
+            continue
+        if findings:
+            _reporting.emit(findings, pending.view.config, pending.view.records, pending.site)
+
+
+def flush() -> None:
+    """Report now the checks still waiting for their numbers (CUDA, warn and log modes)."""
+    _drain(block=True)
 
 
 _TARGETS: tuple[tuple[str, str, Callable[..., Any]], ...] = (
@@ -269,6 +415,7 @@ def install(mode: Mode | str | None = None, **options: Any) -> None:
 
 def uninstall() -> None:
     """Undo :func:`install`; the originals are back once no ``guard()`` is running."""
+    _drain(block=True)
     with _STATE.lock:
         _STATE.base = None
         _STATE.refresh()
@@ -281,6 +428,7 @@ def is_installed() -> bool:
 
 def findings() -> list[Finding]:
     """Findings recorded since :func:`install`, one per (location, code) with a count."""
+    _drain(block=True)
     base = _STATE.base
     return base.record.findings() if base else []
 
@@ -303,6 +451,8 @@ class Guard:
     @property
     def findings(self) -> list[Finding]:
         """Findings of the block so far, in order of first occurrence, with counts."""
+        if self._layer is not None:
+            _drain(block=True)
         layer = self._layer or self._last
         return layer.record.findings() if layer else []
 
@@ -323,6 +473,8 @@ class Guard:
             _STATE.refresh()
 
     def stop(self) -> None:
+        if self._layer is not None:
+            _drain(block=True)
         with _STATE.lock:
             layer, self._layer = self._layer, None
             if layer is None:
@@ -361,3 +513,6 @@ class Guard:
 def guard(mode: Mode | str | None = None, **options: Any) -> Guard:
     """A :class:`Guard`: ``with kl_guard.guard(mode="raise") as g:`` or ``@kl_guard.guard()``."""
     return Guard(mode, **options)
+
+
+atexit.register(_drain, block=True)

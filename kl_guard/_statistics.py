@@ -13,19 +13,21 @@ import dataclasses
 import functools
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 
-#: Per-row statistics, in packing order.
-ROW_STATS = ("row_sum", "logsumexp", "min", "max")
-#: Numbers packed for one dimension: the count of rows kept, then the low and
-#: the high of each per-row statistic for (input, target), then the lowest
-#: per-row sum of the elementwise loss.
-_PER_DIM = 1 + 2 * 2 * len(ROW_STATS) + 1
+#: Per-row statistics, in packing order, each for (input, target).
+ROW_STATS = ("min", "max", "row_sum", "logsumexp")
+#: At most this many elements of each tensor are read per examined dimension:
+#: a 50k vocabulary gets 2 rows, a 1000-class problem ``sample_rows`` rows.
+ELEMENT_BUDGET = 1 << 17
+MIN_ROWS = 2
 
 
-@dataclasses.dataclass(frozen=True)
-class Range:
+class Range(NamedTuple):
+    # NamedTuples, not dataclasses: a check builds a dozen of these, and a
+    # frozen dataclass costs several times more to create.
     lo: float
     hi: float
 
@@ -33,8 +35,7 @@ class Range:
         return abs(self.lo - centre) <= tol and abs(self.hi - centre) <= tol
 
 
-@dataclasses.dataclass(frozen=True)
-class SideStats:
+class SideStats(NamedTuple):
     """What one tensor looks like along one dimension, over the rows kept."""
 
     row_sum: Range
@@ -43,8 +44,12 @@ class SideStats:
 
     @property
     def has_nan(self) -> bool:
-        return any(
-            math.isnan(x) for r in (self.row_sum, self.logsumexp, self.value) for x in (r.lo, r.hi)
+        isnan = math.isnan
+        return (
+            isnan(self.row_sum.lo)
+            or isnan(self.logsumexp.lo)
+            or isnan(self.value.lo)
+            or isnan(self.value.hi)
         )
 
 
@@ -77,24 +82,40 @@ class Layout:
     total_rows: tuple[int, ...]
     with_loss: bool
 
+    @property
+    def numel(self) -> int:
+        per_row = 2 * len(ROW_STATS) + int(self.with_loss)
+        return sum(per_row * r for r in self.rows)
+
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def rows_for(size: int, sample_rows: int) -> int:
+    """Rows to read along a dimension of ``size``: within the element budget."""
+    return max(MIN_ROWS, min(sample_rows, ELEMENT_BUDGET // max(size, 1)))
 
 
 @functools.lru_cache(maxsize=256)
 def _row_index(
     other_shape: tuple[int, ...], k: int, device: torch.device
 ) -> tuple[torch.Tensor, ...]:
-    """Multi-indices of ``k`` evenly spaced rows of a tensor shaped ``other_shape + (C,)``."""
+    """Multi-indices of ``k`` evenly spaced rows of a tensor shaped ``other_shape + (C,)``.
+
+    Built with arithmetic on the device, so no host-to-device copy (and no
+    synchronization) happens, even the first time.
+    """
     total = math.prod(other_shape)
-    flat = [round(j * (total - 1) / (k - 1)) for j in range(k)] if k > 1 else [0]
-    per_dim: list[list[int]] = [[] for _ in other_shape]
-    for position in flat:
-        for axis in range(len(other_shape) - 1, -1, -1):
-            position, index = divmod(position, other_shape[axis])
-            per_dim[axis].append(index)
-    return tuple(torch.tensor(ix, dtype=torch.long, device=device) for ix in per_dim)
+    flat = torch.arange(k, device=device, dtype=torch.long)
+    if k > 1:
+        # round(j * (total - 1) / (k - 1)) in exact integer arithmetic
+        flat = (2 * flat * (total - 1) + (k - 1)) // (2 * (k - 1))
+    per_dim: list[torch.Tensor] = []
+    for size in reversed(other_shape):
+        per_dim.append(flat % size)
+        flat = flat // size
+    return tuple(reversed(per_dim))
 
 
 def sample_fibers(x: torch.Tensor, dim: int, k: int) -> torch.Tensor:
@@ -103,6 +124,8 @@ def sample_fibers(x: torch.Tensor, dim: int, k: int) -> torch.Tensor:
     Only the sampled rows are copied, whatever the layout (expanded views,
     channels-last, broadcast): never the whole tensor.
     """
+    if x.dim() == 2 and dim == 1 and x.shape[0] <= k:
+        return x  # the common [N, C] call, small enough to read whole: no copy, no kernel
     moved = x.movedim(dim, -1)
     other = tuple(moved.shape[:-1])
     total = math.prod(other)
@@ -111,13 +134,13 @@ def sample_fibers(x: torch.Tensor, dim: int, k: int) -> torch.Tensor:
     return moved[_row_index(other, k, x.device)]
 
 
-def layout(shape: Sequence[int], dims: Sequence[int], k: int, with_loss: bool) -> Layout:
+def layout(shape: Sequence[int], dims: Sequence[int], sample_rows: int, with_loss: bool) -> Layout:
     sizes = tuple(shape[d] for d in dims)
     totals = tuple(math.prod(shape) // s for s in sizes)
     return Layout(
         dims=tuple(dims),
         sizes=sizes,
-        rows=tuple(min(t, k) for t in totals),
+        rows=tuple(min(t, rows_for(s, sample_rows)) for s, t in zip(sizes, totals, strict=True)),
         total_rows=totals,
         with_loss=with_loss,
     )
@@ -130,66 +153,91 @@ def compute(
     dims: Sequence[int],
     sample_rows: int,
 ) -> torch.Tensor:
-    """Pack the statistics of ``input`` and ``target`` along each of ``dims``.
+    """Pack per-row statistics of ``input`` and ``target`` along each of ``dims``.
 
     ``input`` and ``target`` must have the same shape (broadcast views are
     fine); ``loss`` is the elementwise loss of ``reduction='none'`` or None.
-    The result is a float32 tensor on the inputs' device; read it with
-    :func:`unpack` and the :func:`layout` of the same arguments.
+    For each dimension the result holds, for every sampled row, the
+    :data:`ROW_STATS` of both tensors (and the row's loss sum): a float32
+    tensor of :attr:`Layout.numel` values on the inputs' device, to be read
+    with :func:`unpack`. About ten small kernels per dimension, whatever the
+    tensors' size.
     """
     dtype = work_dtype(input.dtype)
-    inf = torch.tensor(math.inf, dtype=dtype, device=input.device)
     parts: list[torch.Tensor] = []
     with torch.no_grad():
         for dim in dims:
-            pair = torch.stack(
-                (
-                    sample_fibers(input, dim, sample_rows).to(dtype),
-                    sample_fibers(target, dim, sample_rows).to(dtype),
-                )
-            )
-            row_min = pair.amin(-1)
-            row_max = pair.amax(-1)
-            per_row = torch.stack((pair.sum(-1), torch.logsumexp(pair, -1), row_min, row_max))
-            t_min, t_max = row_min[1], row_max[1]
-            keep = ~(((t_min == 0) & (t_max == 0)) | (t_max == -inf))
-            lo = torch.where(keep, per_row, inf).amin(-1)
-            hi = torch.where(keep, per_row, -inf).amax(-1)
-            if loss is not None:
-                loss_rows = sample_fibers(loss, dim, sample_rows).to(dtype).sum(-1)
-                loss_min = torch.where(keep, loss_rows, inf).amin().reshape(1)
-            else:
-                loss_min = inf.reshape(1)
+            k = rows_for(input.shape[dim], sample_rows)
+            pair = torch.stack((sample_fibers(input, dim, k), sample_fibers(target, dim, k)))
+            if pair.dtype != dtype:
+                pair = pair.to(dtype)
+            # One stack of the four [2, rows] statistics: fewer kernels than
+            # flattening and concatenating each, which is what small calls pay for.
             parts.append(
-                torch.cat((keep.sum().to(dtype).reshape(1), lo.flatten(), hi.flatten(), loss_min))
+                torch.stack(
+                    (pair.amin(-1), pair.amax(-1), pair.sum(-1), torch.logsumexp(pair, -1))
+                ).flatten()
             )
-        return torch.cat(parts).to(torch.float32)
+            if loss is not None:
+                parts.append(sample_fibers(loss, dim, k).to(dtype).sum(-1))
+        packed = parts[0] if len(parts) == 1 else torch.cat(parts)
+        return packed.to(torch.float32)
+
+
+def _range(values: Sequence[float]) -> Range:
+    if not values:
+        return Range(math.inf, -math.inf)
+    total = sum(values)
+    if total != total:  # NaN somewhere (or +inf and -inf): the range is unknown
+        return Range(math.nan, math.nan)
+    return Range(min(values), max(values))
 
 
 def unpack(values: Sequence[float], spec: Layout) -> dict[int, DimStats]:
-    """Turn the numbers read back from :func:`compute` into :class:`DimStats`."""
+    """Aggregate the per-row numbers read back from :func:`compute` into :class:`DimStats`.
+
+    Rows whose target is all zeros (or all ``-inf``) are left out: that is
+    how masked padding looks, and it carries no distribution.
+    """
     out: dict[int, DimStats] = {}
-    n = len(ROW_STATS)
+    offset = 0
     for i, dim in enumerate(spec.dims):
-        chunk = values[i * _PER_DIM : (i + 1) * _PER_DIM]
-        kept = int(chunk[0])
-        lo = chunk[1 : 1 + 2 * n]
-        hi = chunk[1 + 2 * n : 1 + 4 * n]
+        r = spec.rows[i]
+        # per statistic: input's r values, then target's r values
+        stat = {}
+        for name in ROW_STATS:
+            stat[name] = (values[offset : offset + r], values[offset + r : offset + 2 * r])
+            offset += 2 * r
+        loss_rows = values[offset : offset + r] if spec.with_loss else ()
+        offset += r if spec.with_loss else 0
+        t_min, t_max = stat["min"][1], stat["max"][1]
+        keep = [
+            j for j in range(r) if not ((t_min[j] == 0 and t_max[j] == 0) or t_max[j] == -math.inf)
+        ]
+        if len(keep) < r:
+            stat = {
+                name: ([pair[0][j] for j in keep], [pair[1][j] for j in keep])
+                for name, pair in stat.items()
+            }
+            loss_rows = [loss_rows[j] for j in keep] if spec.with_loss else ()
 
-        def side(which: int, lo: Sequence[float] = lo, hi: Sequence[float] = hi) -> SideStats:
-            ranges = [Range(lo[2 * s + which], hi[2 * s + which]) for s in range(n)]
-            row_sum, logsumexp, row_min, row_max = ranges
-            return SideStats(row_sum, logsumexp, Range(row_min.lo, row_max.hi))
+        def side(
+            which: int, stat: dict[str, tuple[Sequence[float], Sequence[float]]] = stat
+        ) -> SideStats:
+            return SideStats(
+                row_sum=_range(stat["row_sum"][which]),
+                logsumexp=_range(stat["logsumexp"][which]),
+                value=Range(_range(stat["min"][which]).lo, _range(stat["max"][which]).hi),
+            )
 
-        loss_min = chunk[-1]
         out[dim] = DimStats(
             dim=dim,
             size=spec.sizes[i],
-            rows=spec.rows[i],
+            rows=r,
             total_rows=spec.total_rows[i],
-            kept=kept,
+            kept=len(keep),
             input=side(0),
             target=side(1),
-            loss_row_min=loss_min if spec.with_loss and kept else None,
+            loss_row_min=_range(loss_rows).lo if spec.with_loss and keep else None,
         )
     return out

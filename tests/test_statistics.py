@@ -25,7 +25,10 @@ def test_sample_fibers_matches_a_reference(shape: list[int], data: st.DataObject
     if total <= k:
         assert torch.equal(rows, reference)
     else:
-        positions = [round(j * (total - 1) / (k - 1)) for j in range(k)] if k > 1 else [0]
+        # j * (total - 1) / (k - 1), rounded half up
+        positions = (
+            [(2 * j * (total - 1) + k - 1) // (2 * (k - 1)) for j in range(k)] if k > 1 else [0]
+        )
         assert torch.equal(rows, reference[positions])
 
 
