@@ -24,7 +24,15 @@ from kl_guard._exceptions import (
     KLGuardWarning,
 )
 from kl_guard._findings import CODES, Finding
-from kl_guard._patching import Guard, findings, guard, install, is_installed, uninstall
+from kl_guard._patching import (
+    Guard,
+    findings,
+    flush,
+    guard,
+    install,
+    is_installed,
+    uninstall,
+)
 
 __version__ = "0.1.0"
 
@@ -46,6 +54,7 @@ __all__ = [
     "Mode",
     "check",
     "findings",
+    "flush",
     "guard",
     "install",
     "is_installed",

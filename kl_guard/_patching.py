@@ -276,6 +276,7 @@ def _traced_call(
     view = _STATE.view
     if view is None or _is_dynamo_compiling() or getattr(_LOCAL, "busy", False):
         return wrapped(*args, **kwargs)
+    _filter_mean_warning()
     try:
         call, _ = _describe(args, kwargs, instance)
         diagnoses = [

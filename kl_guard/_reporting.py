@@ -11,7 +11,7 @@ import sys
 import threading
 import warnings
 from collections.abc import Iterable, Sequence
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 import torch
@@ -45,14 +45,31 @@ def _is_internal(filename: str) -> bool:
 
 
 def user_frame(depth: int = 1) -> FrameType | None:
-    """The innermost frame outside torch, wrapt and kl_guard, seen from ``depth`` up."""
+    """The innermost frame outside torch, wrapt and kl_guard, seen from ``depth`` up.
+
+    Under ``torch.compile``'s eager backend the graph runs as generated code
+    called from the user's function with its bytecode rewritten by dynamo
+    (which no longer maps to the loss's line); both are skipped, so the call
+    site is the line that called the compiled function, at run time as at
+    trace time.
+    """
     try:
         frame: FrameType | None = sys._getframe(depth + 1)
     except ValueError:
         return None
-    while frame is not None and _is_internal(frame.f_code.co_filename):
+    generated = False
+    while frame is not None:
+        code = frame.f_code
+        if _is_internal(code.co_filename):
+            generated = generated or code.co_filename.startswith("<eval_with_key>")
+        elif not (generated and _rewritten_by_dynamo(code)):
+            return frame
         frame = frame.f_back
-    return frame
+    return None
+
+
+def _rewritten_by_dynamo(code: CodeType) -> bool:
+    return any(name.startswith("__compiled_fn") for name in code.co_names)
 
 
 @dataclasses.dataclass(frozen=True)

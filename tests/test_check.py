@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import CORRECT, MISUSES, Case, logits
 
 import kl_guard
+from helpers import CORRECT, MISUSES, Case, logits
 
 
 def codes(case: Case) -> list[str]:

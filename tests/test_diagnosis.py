@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch.nn.functional as F
-from helpers import logits
 
 import kl_guard
+from helpers import logits
 from kl_guard._diagnosis import (
     Call,
     Space,

@@ -10,10 +10,10 @@ import weakref
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import logits
 from torch import nn
 
 import kl_guard
+from helpers import logits
 from kl_guard import _check
 
 

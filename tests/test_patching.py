@@ -8,10 +8,10 @@ import warnings
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import logits
 from torch import nn
 
 import kl_guard
+from helpers import logits
 
 ORIGINAL_KL_DIV = F.kl_div
 ORIGINAL_FORWARD = nn.KLDivLoss.forward

@@ -1,0 +1,75 @@
+"""torch.compile under the guard: no added graph breaks, and findings still reported."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import kl_guard
+from helpers import logits
+
+LOSS = nn.KLDivLoss(reduction="batchmean")
+
+
+def functional(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")
+
+
+def module(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return LOSS(F.log_softmax(s, 1), F.softmax(t, 1))
+
+
+def mean_reduction(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    return F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1))
+
+
+@pytest.fixture(autouse=True)
+def _fresh_dynamo() -> None:
+    torch._dynamo.reset()
+
+
+# torch's own 'mean' warning in the unguarded baseline
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss")
+@pytest.mark.parametrize("fn", [functional, module, mean_reduction], ids=lambda f: f.__name__)
+def test_no_graph_break_is_added(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+    args = (logits(4, 5), logits(4, 5, seed=1))
+    plain = torch._dynamo.explain(fn)(*args)
+    torch._dynamo.reset()
+    kl_guard.install(mode="log", check_every=1)
+    guarded = torch._dynamo.explain(fn)(*args)
+    assert guarded.graph_break_count == plain.graph_break_count == 0
+    assert guarded.graph_count == plain.graph_count == 1
+
+
+def test_eager_backend_checks_at_run_time_at_the_callers_line() -> None:
+    kl_guard.install(mode="log", check_every=1)
+    compiled = torch.compile(mean_reduction, backend="eager")
+    s, t = logits(4, 5), logits(4, 5, seed=1)
+    expected = torch.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), 1)
+    for _ in range(3):
+        assert torch.equal(compiled(s, t), expected)  # the line
+    line = test_eager_backend_checks_at_run_time_at_the_callers_line.__code__.co_firstlineno + 6
+    # once while dynamo traces (fake tensors), then at each of the 3 runs
+    assert [(f.code, f.location, f.count) for f in kl_guard.findings()] == [
+        ("KLG001", f"tests/test_compile.py:{line}", 4)
+    ]
+
+
+@pytest.mark.slow
+def test_inductor_reports_argument_findings_when_it_traces() -> None:
+    kl_guard.install(mode="raise", check_every=1)
+    compiled = torch.compile(mean_reduction, backend="inductor")
+    s, t = logits(4, 5), logits(4, 5, seed=1)
+    expected = torch.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), 1)
+    # raise mode warns at trace time: an error inside the compiler would be the compiler's
+    with pytest.warns(kl_guard.KLG001Warning) as record:
+        result = compiled(s, t)  # the line
+    torch.testing.assert_close(result, expected)
+    line = test_inductor_reports_argument_findings_when_it_traces.__code__.co_firstlineno + 8
+    assert [(w.filename, w.lineno) for w in record] == [(__file__, line)]
+    compiled(s, t)  # compiled code does not call back into kl_guard
+    assert [(f.code, f.count) for f in kl_guard.findings()] == [("KLG001", 1)]
