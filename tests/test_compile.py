@@ -20,7 +20,8 @@ def functional(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def module(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return LOSS(F.log_softmax(s, 1), F.softmax(t, 1))
+    loss: torch.Tensor = LOSS(F.log_softmax(s, 1), F.softmax(t, 1))
+    return loss
 
 
 def mean_reduction(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
