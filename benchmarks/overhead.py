@@ -1,36 +1,41 @@
 """Overhead of kl_guard against the unpatched ``F.kl_div``, measured side by side.
 
-    python benchmarks/overhead.py            # the full table (about a minute)
-    python benchmarks/overhead.py --quick    # fewer repeats
+    python benchmarks/overhead.py                 # the full table, CPU, one thread
+    python benchmarks/overhead.py --quick         # fewer repeats, rougher figures
+    python benchmarks/overhead.py --device cuda   # the same table on a GPU
 
-Every variant runs in the same process, interleaved round by round, on one
-thread; each figure is the best round (the least disturbed by the machine),
-and ratios are against the unpatched call of the same round set.
+Every variant runs in the same process, interleaved round by round, so a
+drift of the machine hits all of them alike; each figure is the best round
+(the least disturbed), and every ratio is against the unpatched call.
 
 Variants:
   unpatched      the original ``F.kl_div``, captured before ``install()``
   default        ``install()`` with the default policy, in steady state
                  (the call site is past its first checks)
   check_every=1  every call checked
-  detect_anomaly ``torch.autograd.detect_anomaly()`` for reference
+  detect_anomaly ``torch.autograd.detect_anomaly()``, for reference
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import kl_guard
+from kl_guard import _check
+from kl_guard._config import Config
 
 ORIGINAL_KL_DIV = F.kl_div
 Step = Callable[[], object]
+Context = Callable[[], AbstractContextManager[object]]
+Variants = dict[str, tuple[Step, Context]]
 
 
 @contextlib.contextmanager
@@ -38,30 +43,45 @@ def nothing() -> Iterator[None]:
     yield
 
 
-def best_time(fn: Step, number: int, rounds: int, context: Callable[[], object]) -> float:
-    """Best mean seconds per call over ``rounds`` rounds of ``number`` calls."""
-    times = []
-    for _ in range(rounds):
-        with context():  # type: ignore[attr-defined]
+def every_call() -> AbstractContextManager[object]:
+    return kl_guard.guard(check_every=1)
+
+
+def anomaly() -> AbstractContextManager[object]:
+    return torch.autograd.detect_anomaly(check_nan=True)
+
+
+class Timer:
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def round(
+        self, fn: Step, number: int, context: Callable[[], AbstractContextManager[object]]
+    ) -> float:
+        """Mean seconds per call over ``number`` calls."""
+        with context():
+            fn()
+            self.sync()
             start = time.perf_counter()
             for _ in range(number):
                 fn()
-            times.append((time.perf_counter() - start) / number)
-    return min(times)
+            self.sync()
+            return (time.perf_counter() - start) / number
+
+    def interleaved(self, variants: Variants, number: int, rounds: int) -> dict[str, float]:
+        """Time each variant one round at a time, in turn; keep each one's best round."""
+        best = {name: float("inf") for name in variants}
+        for _ in range(rounds):
+            for name, (fn, context) in variants.items():
+                best[name] = min(best[name], self.round(fn, number, context))
+        return best
 
 
-def interleaved(
-    variants: dict[str, tuple[Step, Callable[[], object]]], number: int, rounds: int
-) -> dict[str, float]:
-    """Time each variant one round at a time, in turn, so drift hits all alike."""
-    results: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(rounds):
-        for name, (fn, context) in variants.items():
-            results[name].append(best_time(fn, number, 1, context))
-    return {name: min(times) for name, times in results.items()}
-
-
-def warm_up(fn: Step, calls: int = 5000, seconds: float = 2.0) -> None:
+def warm_up(fn: Step, calls: int = 5000, seconds: float = 3.0) -> None:
     """Take a call site past the default policy's first checks, into its steady state."""
     deadline = time.perf_counter() + seconds
     for _ in range(calls):
@@ -70,10 +90,10 @@ def warm_up(fn: Step, calls: int = 5000, seconds: float = 2.0) -> None:
             break
 
 
-def loss_variants(shape: tuple[int, ...]) -> dict[str, tuple[Step, Callable[[], object]]]:
-    g = torch.Generator().manual_seed(0)
-    inp = F.log_softmax(torch.randn(*shape, generator=g), -1)
-    tgt = F.softmax(torch.randn(*shape, generator=g), -1)
+def loss_variants(shape: tuple[int, ...], device: torch.device) -> Variants:
+    g = torch.Generator(device=device).manual_seed(0)
+    inp = F.log_softmax(torch.randn(*shape, generator=g, device=device), -1)
+    tgt = F.softmax(torch.randn(*shape, generator=g, device=device), -1)
 
     def unpatched() -> object:
         return ORIGINAL_KL_DIV(inp, tgt, reduction="batchmean")
@@ -81,106 +101,114 @@ def loss_variants(shape: tuple[int, ...]) -> dict[str, tuple[Step, Callable[[], 
     def default() -> object:
         return F.kl_div(inp, tgt, reduction="batchmean")
 
-    def every_call() -> object:
+    def checked() -> object:
         return F.kl_div(inp, tgt, reduction="batchmean")
 
     warm_up(default)
     return {
         "unpatched": (unpatched, nothing),
         "default": (default, nothing),
-        "check_every=1": (every_call, lambda: kl_guard.guard(check_every=1)),
-        "detect_anomaly": (unpatched, torch.autograd.detect_anomaly),
+        "check_every=1": (checked, every_call),
+        "detect_anomaly": (unpatched, anomaly),
     }
 
 
-class MLP(nn.Module):
-    def __init__(self, width: int, classes: int) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(256, width), nn.ReLU(), nn.Linear(width, classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)  # type: ignore[no-any-return]
+def mlp(width: int, device: torch.device) -> nn.Module:
+    return nn.Sequential(nn.Linear(256, width), nn.ReLU(), nn.Linear(width, 1000)).to(device)
 
 
-def training_variants() -> dict[str, tuple[Step, Callable[[], object]]]:
+def training_variants(device: torch.device) -> Variants:
     """A distillation step: teacher and student MLPs, batch 128, 1000 classes."""
     torch.manual_seed(0)
-    teacher, student = MLP(1024, 1000).eval(), MLP(512, 1000)
+    teacher, student = mlp(1024, device).eval(), mlp(512, device)
     optimizer = torch.optim.SGD(student.parameters(), lr=0.01)
-    x = torch.randn(128, 256)
+    x = torch.randn(128, 256, device=device)
     temperature = 2.0
 
     def make_step(kl_div: Callable[..., torch.Tensor]) -> Step:
         def step() -> object:
             with torch.no_grad():
                 soft = F.softmax(teacher(x) / temperature, dim=1)
-            loss = kl_div(
-                F.log_softmax(student(x) / temperature, dim=1), soft, reduction="batchmean"
-            )
+            log_probs = F.log_softmax(student(x) / temperature, dim=1)
+            loss = kl_div(log_probs, soft, reduction="batchmean") * temperature**2
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
             return loss
 
         return step
 
-    unpatched = make_step(ORIGINAL_KL_DIV)
-    default = make_step(lambda *a, **k: F.kl_div(*a, **k))
-    warm_up(default)
+    def patched(*args: object, **kwargs: object) -> torch.Tensor:
+        return F.kl_div(*args, **kwargs)  # type: ignore[arg-type]
+
+    default = make_step(patched)
+    warm_up(default, calls=300)
     return {
-        "unpatched": (unpatched, nothing),
+        "unpatched": (make_step(ORIGINAL_KL_DIV), nothing),
         "default": (default, nothing),
-        "check_every=1": (
-            make_step(lambda *a, **k: F.kl_div(*a, **k)),
-            lambda: kl_guard.guard(check_every=1),
-        ),
-        "detect_anomaly": (unpatched, torch.autograd.detect_anomaly),
+        "check_every=1": (make_step(patched), every_call),
+        "detect_anomaly": (make_step(ORIGINAL_KL_DIV), anomaly),
     }
 
 
-def check_cost(batch: int, classes: int, number: int, rounds: int) -> float:
-    """Seconds one check adds at this batch size (check_every=1 minus unpatched)."""
-    variants = loss_variants((batch, classes))
-    picked = {k: variants[k] for k in ("unpatched", "check_every=1")}
-    t = interleaved(picked, number, rounds)
-    return t["check_every=1"] - t["unpatched"]
+def check_cost(timer: Timer, batch: int, number: int, rounds: int) -> float:
+    """Seconds of one check of a correct [batch, 1000] call, as the wrapper makes it.
+
+    Timed directly: the difference of two timings of a 60 ms call would
+    drown a check of a few hundred microseconds in noise.
+    """
+    g = torch.Generator(device=timer.device).manual_seed(0)
+    inp = F.log_softmax(torch.randn(batch, 1000, generator=g, device=timer.device), -1)
+    tgt = F.softmax(torch.randn(batch, 1000, generator=g, device=timer.device), -1)
+    loss = ORIGINAL_KL_DIV(inp, tgt, reduction="batchmean")
+    call = _check.describe(inp, tgt, api="function", reduction="batchmean")
+    assert call is not None
+    rows = Config().sample_rows
+
+    def one_check() -> object:
+        return _check.examine(call, inp, tgt, loss, sample_rows=rows)
+
+    return timer.interleaved({"check": (one_check, nothing)}, number, rounds)["check"]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, rougher figures")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     args = parser.parse_args(argv)
-    torch.set_num_threads(1)
-    scale = 0.2 if args.quick else 1.0
-    kl_guard.install(mode="log")
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    timer = Timer(device)
+    scale, rounds = (0.3, 5) if args.quick else (1.0, 15)
+    kl_guard.install(mode="log")  # a finding would show, not stop the benchmark
 
-    print(f"kl_guard overhead, torch {torch.__version__}, 1 thread, CPU")
-    print(f"{'workload':<22}{'unpatched':>12}{'default':>10}{'every=1':>10}{'anomaly':>10}")
-    workloads: list[tuple[str, Callable[[], dict[str, tuple[Step, Callable[[], object]]]], int]]
-    workloads = [
-        ("kl_div [32, 10]", lambda: loss_variants((32, 10)), 2000),
-        ("kl_div [256, 1000]", lambda: loss_variants((256, 1000)), 40),
-        ("kl_div [64, 32000]", lambda: loss_variants((64, 32000)), 10),
-        ("distill step b128", training_variants, 20),
+    print(f"kl_guard overhead: torch {torch.__version__}, {device}, {args.threads} thread(s)")
+    print(f"{'workload':<20}{'unpatched':>12}{'default':>10}{'every=1':>10}{'anomaly':>10}")
+    workloads: list[tuple[str, Callable[[], Variants], int]] = [
+        ("kl_div [32, 10]", lambda: loss_variants((32, 10), device), 3000),
+        ("kl_div [256, 1000]", lambda: loss_variants((256, 1000), device), 60),
+        ("kl_div [64, 32000]", lambda: loss_variants((64, 32000), device), 15),
+        ("distill step b128", lambda: training_variants(device), 30),
     ]
     for name, make, number in workloads:
-        t = interleaved(make(), max(1, int(number * scale)), 7 if args.quick else 15)
+        t = timer.interleaved(make(), max(2, int(number * scale)), rounds)
         base = t["unpatched"]
         print(
-            f"{name:<22}{base * 1e6:>10.1f}us"
+            f"{name:<20}{base * 1e6:>10.1f}us"
             f"{t['default'] / base:>9.3f}x{t['check_every=1'] / base:>9.3f}x"
             f"{t['detect_anomaly'] / base:>9.3f}x"
         )
-
-    costs = {b: check_cost(b, 1000, max(1, int(30 * scale)), 9) for b in (256, 4096)}
+    small, large = (check_cost(timer, b, max(2, int(100 * scale)), rounds) for b in (256, 4096))
     print(
-        f"one check at [b, 1000]: b=256 {costs[256] * 1e6:.0f}us, "
-        f"b=4096 {costs[4096] * 1e6:.0f}us, ratio {costs[4096] / costs[256]:.2f}"
+        f"one check of [b, 1000]: {small * 1e6:.0f}us at b=256, {large * 1e6:.0f}us at b=4096 "
+        f"(ratio {large / small:.2f})"
     )
-    counts = [f.count for f in kl_guard.findings()]
+    found = kl_guard.findings()
     kl_guard.uninstall()
-    if counts:
-        print(f"(findings during the benchmark: {counts}; expected none)", file=sys.stderr)
+    if found:
+        print(f"unexpected findings: {[(f.code, f.location) for f in found]}")
+        return 1
     return 0
 
 

@@ -111,6 +111,8 @@ def _rank() -> int | None:
 
 
 def attribute(diagnoses: Sequence[Diagnosis], site: CallSite | None) -> list[Finding]:
+    if not diagnoses:
+        return []
     location = site.location if site is not None else "<unknown>"
     rank = _rank()
     return [
