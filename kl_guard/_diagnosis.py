@@ -172,6 +172,64 @@ def classify(side: SideStats, kept: int, dtype: str) -> Space:
     return Space.SIGNED
 
 
+def screen_passes(
+    call: Call, dim: int, rows: Sequence[Sequence[float]], loss: float | None
+) -> bool:
+    """Whether the screen of ``_statistics.screen`` confirms a correct call on ``dim``.
+
+    True only when every kept row is what the contract asks for (input
+    log-probabilities, target in the space ``log_target`` says) and the loss
+    is a plausible KL: then there is nothing to report. False sends the call
+    to the full measurement; it never produces a finding by itself.
+    """
+    input_max, input_expsum, target_bound, target_total = rows
+    if 0.0 in target_total:  # masked padding: all zeros (all -inf in log space)
+        keep = [
+            j
+            for j, total in enumerate(target_total)
+            if not (total == 0 and (call.log_target or target_bound[j] == 0))
+        ]
+        input_max, input_expsum, target_bound, target_total = (
+            [values[j] for j in keep] for values in rows
+        )
+    if not target_total:
+        return False
+    # Whole-list builtins, not a loop per row: this runs on every checked call.
+    if math.isnan(sum(input_max) + sum(input_expsum) + sum(target_bound) + sum(target_total)):
+        return False
+    classes = call.shape[dim]
+    input_tol = _NORM_TOL.get(call.input.dtype, 5e-3)
+    input_lse_tol = lse_tolerance(call.input.dtype, classes)
+    if max(input_max) > input_tol or not _logs_near_zero(input_expsum, input_lse_tol):
+        return False
+    if call.log_target:
+        tol = _NORM_TOL.get(call.target.dtype, 5e-3)
+        target_lse_tol = lse_tolerance(call.target.dtype, classes)
+        if max(target_bound) > tol or not _logs_near_zero(target_total, target_lse_tol):
+            return False
+    else:
+        tol = _NORM_TOL.get(call.target.dtype, 5e-3)
+        if min(target_bound) < -tol or not (
+            abs(min(target_total) - 1) <= tol and abs(max(target_total) - 1) <= tol
+        ):
+            return False
+    return loss is None or (math.isfinite(loss) and loss >= -loss_tolerance(call, classes))
+
+
+def _logs_near_zero(exp_sums: Sequence[float], tol: float) -> bool:
+    """Whether every log(exp_sum), a row's logsumexp, is within ``tol`` of 0."""
+    low, high = min(exp_sums), max(exp_sums)
+    return low > 0 and abs(math.log(low)) <= tol and abs(math.log(high)) <= tol
+
+
+def lse_tolerance(dtype: str, classes: int) -> float:
+    """Allowed error of a logsumexp: the norm tolerance, plus the rounding of
+    each log-probability to the dtype (up to u*|v|, u half of eps), which moves
+    a near-uniform row's logsumexp by up to u*log(classes): 0.04 in bfloat16
+    over a 50k vocabulary."""
+    return _NORM_TOL.get(dtype, 5e-3) + _EPS.get(dtype, 1.2e-7) / 2 * math.log(max(classes, 2))
+
+
 def _fmt(x: float) -> str:
     if math.isnan(x) or math.isinf(x):
         return str(x)

@@ -184,6 +184,27 @@ def compute(
         return packed.to(torch.float32)
 
 
+def screen(
+    input: torch.Tensor, target: torch.Tensor, dim: int, sample_rows: int, log_target: bool
+) -> torch.Tensor:
+    """The cheap first look: four numbers per sampled row along ``dim``, in six kernels.
+
+    Rows of ``[input max, input sum of exp, target min (max when log_target),
+    target sum (of exp when log_target)]``, shape ``[4, rows]``: enough to
+    confirm a correct call, where :func:`compute` would take three times as
+    many kernels. Anything the screen does not confirm is measured in full.
+    """
+    k = rows_for(input.shape[dim], sample_rows)
+    dtype = work_dtype(input.dtype)
+    with torch.no_grad():
+        i = sample_fibers(input, dim, k)
+        t = sample_fibers(target, dim, k)
+        i = i if i.dtype == dtype else i.to(dtype)
+        t = t if t.dtype == dtype else t.to(dtype)
+        target_rows = (t.amax(-1), t.exp().sum(-1)) if log_target else (t.amin(-1), t.sum(-1))
+        return torch.stack((i.amax(-1), i.exp().sum(-1), *target_rows))
+
+
 def _range(values: Sequence[float]) -> Range:
     if not values:
         return Range(math.inf, -math.inf)
