@@ -13,6 +13,7 @@ import atexit
 import collections
 import dataclasses
 import functools
+import inspect
 import threading
 import warnings
 from collections.abc import Callable
@@ -371,11 +372,36 @@ _TARGETS: tuple[tuple[str, str, Callable[..., Any]], ...] = (
 )
 
 
+def _function_wrapper(
+    owner: Any, original: Any, wrapper: Callable[..., Any], enabled: Callable[[], int]
+) -> Any:
+    """``wrapt.FunctionWrapper(original, wrapper, enabled=enabled)``, made cheaper to call.
+
+    For a plain function wrapt looks up ``original.__self__`` on every call,
+    and the AttributeError it raises and clears costs more than the rest of
+    the not-checked path (0.6 us of 1.2 us, measured with wrapt 2.5). The
+    binding "builtin" skips that look-up; it only changes what happens when
+    the wrapper is bound as a method, which no call of ``F.kl_div`` does
+    (binding would pass the instance as ``input``). A method, such as
+    ``KLDivLoss.forward``, must bind: it keeps wrapt's own binding.
+    """
+    if inspect.ismodule(owner) and inspect.isfunction(original):
+        base: Any = wrapt.FunctionWrapper.__mro__[1]  # wrapt's _FunctionWrapperBase
+        base_init: Callable[..., None] = base.__init__
+        try:
+            fast = wrapt.FunctionWrapper.__new__(wrapt.FunctionWrapper)
+            base_init(fast, original, None, wrapper, enabled, "builtin")
+            return fast
+        except TypeError:  # another wrapt whose base takes other arguments
+            pass
+    return wrapt.FunctionWrapper(original, wrapper, enabled=enabled)  # type: ignore[arg-type]
+
+
 def _patch(state: _State) -> None:
     for module, name, wrapper_fn in _TARGETS:
         owner, attribute, original = wrapt.resolve_path(module, name)
         patch = _Patch(owner, attribute, original, None)
-        patch.wrapper = wrapt.FunctionWrapper(original, wrapper_fn, enabled=patch.switch.__len__)  # type: ignore[arg-type]
+        patch.wrapper = _function_wrapper(owner, original, wrapper_fn, patch.switch.__len__)
         wrapt.apply_patch(owner, attribute, patch.wrapper)
         state.patches.append(patch)
     _filter_mean_warning()
