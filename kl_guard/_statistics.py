@@ -53,8 +53,9 @@ class DimStats:
     """Statistics of input and target along ``dim``.
 
     ``rows`` is how many fibers were looked at out of ``total_rows``;
-    ``kept`` excludes those whose target is all zeros (or all ``-inf``),
-    the usual mark of masked padding, which carry no distribution.
+    ``kept`` excludes those whose target is all zeros (or all ``-inf``) or
+    whose input is all zeros, the usual marks of masked padding, which carry
+    no distribution.
     """
 
     dim: int
@@ -151,8 +152,10 @@ def compute(
             row_min = pair.amin(-1)
             row_max = pair.amax(-1)
             per_row = torch.stack((pair.sum(-1), torch.logsumexp(pair, -1), row_min, row_max))
-            t_min, t_max = row_min[1], row_max[1]
-            keep = ~(((t_min == 0) & (t_max == 0)) | (t_max == -inf))
+            zero = (row_min == 0) & (row_max == 0)
+            # Masked padding: a zero (or -inf) target row, or a zero input row,
+            # as a masked teacher passed as the input (swapped) leaves it.
+            keep = ~(zero[0] | zero[1] | (row_max[1] == -inf))
             lo = torch.where(keep, per_row, inf).amin(-1)
             hi = torch.where(keep, per_row, -inf).amax(-1)
             if loss is not None:
