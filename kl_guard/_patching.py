@@ -14,6 +14,7 @@ import functools
 import threading
 import warnings
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, TypeVar, cast
 
 import torch
@@ -22,6 +23,7 @@ import wrapt
 from kl_guard import _check, _reporting
 from kl_guard._config import Config, Mode, configure, default_config
 from kl_guard._diagnosis import Api
+from kl_guard._exceptions import KLGuardError, KLGuardWarning
 from kl_guard._findings import Finding
 from kl_guard._policy import SitePolicy
 
@@ -181,43 +183,64 @@ def _guarded_call(
     api: Api,
     instance: Any,
 ) -> Any:
-    frame = _reporting.user_frame(2)
-    site = (frame.f_code, frame.f_lineno) if frame is not None else None
-    if not view.layer.policy.should_check(site, view.config):
+    # Everything kl_guard does runs inside ``try``: an internal error skips
+    # the check and is logged once, and the user's call goes on untouched.
+    frame: FrameType | None = None
+    checked = False
+    try:
+        frame = _reporting.user_frame(2)
+        site = (frame.f_code, frame.f_lineno) if frame is not None else None
+        checked = view.layer.policy.should_check(site, view.config)
+        if checked:
+            _filter_mean_warning()
+    except Exception as exc:
+        _reporting.internal_error(exc)
+        checked = False  # half prepared: leave this call alone
+    if not checked:
         return wrapped(*args, **kwargs)
-    _filter_mean_warning()
     _LOCAL.busy = True
     try:
         result = wrapped(*args, **kwargs)
     finally:
         _LOCAL.busy = False
     try:
-        bound = _bind(args, kwargs, instance)
-        call = _check.describe(
-            bound.get("input"),
-            bound.get("target"),
-            api=api,
-            size_average=bound.get("size_average"),
-            reduce=bound.get("reduce"),
-            reduction=bound.get("reduction", "mean"),
-            log_target=bound.get("log_target", False),
-        )
-        if call is None:
-            return result
-        diagnoses = _check.examine(
-            call,
-            bound["input"],
-            bound["target"],
-            result,
-            sample_rows=view.config.sample_rows,
-        )
-        findings = _reporting.attribute(diagnoses, frame)
+        _check_and_report(args, kwargs, instance, api, view, result, frame)
+    except (KLGuardError, KLGuardWarning):
+        # Raise mode's error, or a warning the user's filters made an error
+        # (``-W error``): both are meant for the user.
+        raise
     except Exception as exc:
         _reporting.internal_error(exc)
-        return result
+    return result
+
+
+def _check_and_report(
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    instance: Any,
+    api: Api,
+    view: _View,
+    result: Any,
+    frame: FrameType | None,
+) -> None:
+    bound = _bind(args, kwargs, instance)
+    call = _check.describe(
+        bound.get("input"),
+        bound.get("target"),
+        api=api,
+        size_average=bound.get("size_average"),
+        reduce=bound.get("reduce"),
+        reduction=bound.get("reduction", "mean"),
+        log_target=bound.get("log_target", False),
+    )
+    if call is None:
+        return
+    diagnoses = _check.examine(
+        call, bound["input"], bound["target"], result, sample_rows=view.config.sample_rows
+    )
+    findings = _reporting.attribute(diagnoses, frame)
     if findings:
         _reporting.emit(findings, view.config, view.records, frame)
-    return result
 
 
 _TARGETS: tuple[tuple[str, str, Callable[..., Any]], ...] = (
