@@ -155,6 +155,16 @@ CORRECT: list[Case] = [
         ),
         log_target=True,
     ),
+    # Found by test_properties: near uniform, [1, 3, 3] is normalized along both
+    # dims, and the unreduced loss read along the other one dips below 0.
+    Case(
+        "near-uniform-NCT-none",
+        lambda: (
+            F.log_softmax(logits(1, 3, 3, scale=0.1 / 12), 1),
+            F.softmax(logits(1, 3, 3, seed=1, scale=0.1 / 12), 1),
+        ),
+        reduction="none",
+    ),
     Case(
         "big-batch",
         lambda: (F.log_softmax(logits(4096, 10), 1), F.softmax(logits(4096, 10, seed=1), 1)),
