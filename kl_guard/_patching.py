@@ -45,15 +45,23 @@ _MEAN_WARNING = {
 }
 
 
-def _filter_mean_warning() -> None:
+def _mean_warning_filtered() -> bool:
     entry = warnings.filters[0] if warnings.filters else None
-    if (
-        entry is None
-        or entry[0] != "ignore"
-        or entry[3] is None
-        or getattr(entry[3], "pattern", None) != _MEAN_WARNING["module"]
-    ):
-        warnings.filterwarnings(**_MEAN_WARNING)  # type: ignore[arg-type]
+    return (
+        entry is not None
+        and entry[0] == "ignore"
+        and getattr(entry[3], "pattern", None) == _MEAN_WARNING["module"]
+    )
+
+
+def _filter_mean_warning() -> None:
+    if _mean_warning_filtered():
+        return
+    with _STATE.lock:
+        # A call that read its view just before uninstall() must not put the
+        # filter back after uninstall() removed it: it would outlive kl_guard.
+        if _STATE.patches and not _mean_warning_filtered():
+            warnings.filterwarnings(**_MEAN_WARNING)  # type: ignore[arg-type]
 
 
 def _unfilter_mean_warning() -> None:
