@@ -204,13 +204,15 @@ def _guarded_call(
     except Exception as exc:
         _reporting.internal_error(exc)
         checked = False  # half prepared: leave this call alone
-    if not checked:
-        return wrapped(*args, **kwargs)
+    # Busy for unchecked calls too: KLDivLoss.forward calls F.kl_div, which
+    # must not count as a second call at the user's line (or be checked as one).
     _LOCAL.busy = True
     try:
         result = wrapped(*args, **kwargs)
     finally:
         _LOCAL.busy = False
+    if not checked:
+        return result
     try:
         _check_and_report(args, kwargs, instance, api, view, result, frame)
     except (KLGuardError, KLGuardWarning):
