@@ -324,7 +324,9 @@ class Guard:
     """
 
     def __init__(self, mode: Mode | str | None = None, **options: Any) -> None:
-        configure(Config(), mode, **options)  # fail now, not when the guard starts
+        # Fail now, not when the guard starts: a bad option or KL_GUARD_MODE
+        # surfaces where the guard is written, before any training step.
+        configure(default_config(), mode, **options)
         self._mode = mode
         self._options = options
         self._layer: _Layer | None = None

@@ -131,7 +131,8 @@ def emit(
 
     ``records`` is ordered innermost first: warnings and log lines are
     deduplicated against the innermost layer, so each ``guard()`` block
-    reports its first occurrence of a (location, code) again.
+    reports its first occurrence of a (location, code) again. Raise mode
+    raises on every rank, so that no rank goes on alone into a collective.
     """
     selected = [f for f in findings if config.enabled(f.code)]
     if not selected:
@@ -144,6 +145,8 @@ def emit(
     if config.mode is Mode.RAISE:
         raise KLGuardError(selected)
     for finding in fresh:
+        if not config.reports_on(finding.rank):
+            continue
         if config.mode is Mode.WARN:
             _warn_at(finding, frame)
         elif config.mode is Mode.LOG:
