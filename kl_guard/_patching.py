@@ -9,6 +9,7 @@ to ``_check`` and the findings to ``_reporting``.
 from __future__ import annotations
 
 import asyncio
+import copy
 import dataclasses
 import functools
 import threading
@@ -253,6 +254,44 @@ def _check_and_report(
         _reporting.emit(findings, view.config, view.records, frame)
 
 
+class _BoundWrapper(wrapt.BoundFunctionWrapper[..., Any]):
+    """``KLDivLoss.forward`` bound to its module: pickles and copies as a bound method."""
+
+    def _owner(self) -> Any:
+        return self._self_owner if self._self_instance is None else self._self_instance
+
+    def __reduce_ex__(self, protocol: object) -> tuple[Callable[..., Any], tuple[Any, str]]:
+        return getattr, (self._owner(), self.__name__)
+
+    def __copy__(self) -> Any:
+        return getattr(self._owner(), self.__name__)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return getattr(copy.deepcopy(self._owner(), memo), self.__name__)
+
+
+class _Wrapper(wrapt.FunctionWrapper[..., Any]):
+    """kl_guard's patch: pickles and copies as the function it wraps.
+
+    wrapt's proxies refuse both, which would break ``torch.save``,
+    ``copy.deepcopy`` or a DataLoader worker of anything holding
+    ``F.kl_div`` (``functools.partial(F.kl_div, reduction="batchmean")``).
+    """
+
+    __bound_function_wrapper__ = _BoundWrapper
+
+    def __reduce_ex__(self, protocol: object) -> str:
+        # By qualified name, as pickle saves a function: loading gives what
+        # the name holds then, the original once kl_guard is uninstalled.
+        return str(self.__qualname__)
+
+    def __copy__(self) -> _Wrapper:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Wrapper:
+        return self
+
+
 _TARGETS: tuple[tuple[str, str, Callable[..., Any]], ...] = (
     ("torch.nn.functional", "kl_div", _functional_wrapper),
     ("torch.nn.modules.loss", "KLDivLoss.forward", _module_wrapper),
@@ -263,7 +302,7 @@ def _patch(state: _State) -> None:
     for module, name, wrapper_fn in _TARGETS:
         owner, attribute, original = wrapt.resolve_path(module, name)
         patch = _Patch(owner, attribute, original, None)
-        patch.wrapper = wrapt.FunctionWrapper(original, wrapper_fn, enabled=patch.is_active)
+        patch.wrapper = _Wrapper(original, wrapper_fn, enabled=patch.is_active)
         wrapt.apply_patch(owner, attribute, patch.wrapper)
         state.patches.append(patch)
     _filter_mean_warning()

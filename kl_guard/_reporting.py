@@ -32,7 +32,10 @@ _internal_cache: dict[str, bool] = {}
 def _is_internal(filename: str) -> bool:
     internal = _internal_cache.get(filename)
     if internal is None:
-        internal = os.path.abspath(filename).startswith(_INTERNAL_PREFIXES)
+        # FX graph code, which torch.compile's eager backend runs, has no file
+        # of its own: it is torch's, and the user's frame is further up.
+        generated = filename.startswith("<eval_with_key>")
+        internal = generated or os.path.abspath(filename).startswith(_INTERNAL_PREFIXES)
         _internal_cache[filename] = internal
     return internal
 
