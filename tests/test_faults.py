@@ -54,10 +54,10 @@ STAGES = [
     (_patching, "_filter_mean_warning", "raise"),
     (_patching, "_bind", "raise"),
     (_check, "describe", "raise"),
-    (_check, "argument_findings", "raise"),
+    (_check, "argument_findings", "raise"),  # _diagnosis's, where _check looks it up
     (_statistics, "compute", "raise"),
     (_statistics, "unpack", "raise"),
-    (_check, "tensor_findings", "raise"),
+    (_check, "tensor_findings", "raise"),  # _diagnosis's too
     (_reporting, "attribute", "raise"),
     (_reporting, "location_of", "raise"),
     (_reporting.Record, "add", "raise"),
