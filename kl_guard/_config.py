@@ -32,7 +32,8 @@ class Config:
     ``check_every=None`` is the default policy: the first ``warmup`` calls at
     every call site are checked, then the gap between checks doubles up to
     ``max_interval`` calls. ``check_every=N`` checks the first call and every
-    N-th call after it at each call site.
+    N-th call after it at each call site. Under ``torch.distributed``,
+    warnings and log lines come from rank 0 only unless ``all_ranks``.
     """
 
     mode: Mode = Mode.WARN
@@ -42,6 +43,11 @@ class Config:
     sample_rows: int = 64
     select: frozenset[str] | None = None
     ignore: frozenset[str] = frozenset()
+    all_ranks: bool = False
+
+    def reports_on(self, rank: int | None) -> bool:
+        """Whether a finding seen on ``rank`` is warned or logged (every rank records it)."""
+        return self.all_ranks or rank is None or rank == 0
 
     def enabled(self, code: str) -> bool:
         if code in self.ignore:
@@ -135,6 +141,14 @@ def configure(base: Config, mode: object = None, **options: Any) -> Config:
     if "ignore" in options:
         ignore = options["ignore"]
         changes["ignore"] = frozenset() if ignore is None else parse_codes(ignore, option="ignore")
+    if "all_ranks" in options:
+        all_ranks = options["all_ranks"]
+        if not isinstance(all_ranks, bool):
+            raise TypeError(
+                f"kl_guard: all_ranks must be True or False, "
+                f"not {type(all_ranks).__name__} {all_ranks!r}."
+            )
+        changes["all_ranks"] = all_ranks
     return dataclasses.replace(base, **changes)
 
 

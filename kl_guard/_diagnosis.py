@@ -27,6 +27,8 @@ _DTYPE_ABBREVIATIONS = {
 }
 # Machine epsilon of each dtype, for the rounding allowed in a loss.
 _EPS = {"float64": 2.2e-16, "float32": 1.2e-7, "float16": 9.8e-4, "bfloat16": 7.8e-3}
+# Largest finite value of each dtype: a float16 sum overflows at 65504.
+_MAX = {"float64": 1.8e308, "float32": 3.4e38, "float16": 65504.0, "bfloat16": 3.39e38}
 # Allowed error of a row sum (probabilities) or a logsumexp (log-probabilities).
 # Generous on purpose: a float32 tensor may hold values rounded in half
 # precision upstream (a teacher run in bf16), and a real misuse is off by far
@@ -157,13 +159,13 @@ def other_dims(shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(d for d in range(len(shape)) if shape[d] > 1 and d not in candidates)
 
 
-def classify(side: SideStats, kept: int, dtype: str) -> Space:
+def classify(side: SideStats, kept: int, dtype: str, classes: int) -> Space:
     if kept == 0 or side.has_nan or side.value.hi == math.inf:
         return Space.UNKNOWN
     tol = _NORM_TOL.get(dtype, 5e-3)
     if side.value.lo >= -tol and side.row_sum.within(1.0, tol):
         return Space.PROB
-    if side.value.hi <= tol and side.logsumexp.within(0.0, tol):
+    if side.value.hi <= tol and side.logsumexp.within(0.0, lse_tolerance(dtype, classes)):
         return Space.LOGPROB
     if side.value.lo >= 0:
         return Space.NONNEG
@@ -372,8 +374,8 @@ def _read(call: Call, stats: Mapping[int, DimStats]) -> _Reading | None:
 
     spaces = {
         d: (
-            classify(stats[d].input, stats[d].kept, call.input.dtype),
-            classify(stats[d].target, stats[d].kept, call.target.dtype),
+            classify(stats[d].input, stats[d].kept, call.input.dtype, stats[d].size),
+            classify(stats[d].target, stats[d].kept, call.target.dtype, stats[d].size),
         )
         for d in candidates
     }
@@ -391,7 +393,7 @@ def _normalized_elsewhere(
 ) -> DimStats | None:
     info = call.input if which == "input" else call.target
     for d, s in stats.items():
-        if d != dim and classify(getattr(s, which), s.kept, info.dtype).normalized:
+        if d != dim and classify(getattr(s, which), s.kept, info.dtype, s.size).normalized:
             return s
     return None
 
@@ -570,6 +572,27 @@ def loss_tolerance(call: Call, classes: int) -> float:
     return per_row
 
 
+def _normalization_slack(call: Call, r: _Reading) -> float:
+    """How negative a row's KL may be because its rows are normalized within tolerance only.
+
+    The log-sum inequality bounds a row's sum of t * (log t - x) below by
+    s * (log s - l), for a target row summing to s and an input row of
+    logsumexp l. It matters where the rows are read along a dim that only
+    looks normalized: a near-uniform [1, 3, 3] is, along both dims.
+    """
+    expected = Space.LOGPROB if call.log_target else Space.PROB
+    if r.input is not Space.LOGPROB or r.target is not expected:
+        return 0.0
+    target = r.stats.target
+    s = math.exp(target.logsumexp.lo) if call.log_target else target.row_sum.lo
+    return max(0.0, -s * (math.log(s) - r.stats.input.logsumexp.hi))
+
+
+def _finite(stats: DimStats) -> bool:
+    sides = (stats.input, stats.target)
+    return all(math.isfinite(x) for side in sides for x in (side.value.lo, side.value.hi))
+
+
 def _loss_finding(
     call: Call,
     loss: float | None,
@@ -581,6 +604,8 @@ def _loss_finding(
     if call.reduction == "none":
         value = reading.stats.loss_row_min if reading else None
         label = "the lowest per-row sum of the unreduced loss"
+        if reading is not None:
+            tol += _normalization_slack(call, reading)
     else:
         value = loss
         label = f"the loss ({call.reduction})"
@@ -611,6 +636,13 @@ def _loss_finding(
     elif reading is not None and (reading.stats.input.has_nan or reading.stats.target.has_nan):
         cause = "cause: the input or the target already holds NaN"
         fix = "find where the NaN comes from (torch.autograd.detect_anomaly helps)"
+    elif value == math.inf and reading is not None and _finite(reading.stats):
+        dtype = call.input.dtype
+        cause = (
+            "cause: input and target are finite in the rows sampled; the loss overflowed "
+            f"{dtype}" + (f", whose largest value is {_MAX[dtype]:g}" if dtype in _MAX else "")
+        )
+        fix = _render_call(call, "input.float()", "target.float()", log_target=call.log_target)
     elif reading is not None and reading.stats.rows < reading.stats.total_rows:
         cause = (
             f"cause: not found in the {reading.stats.rows} of {reading.stats.total_rows} rows "

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import collections
+import copy
 import dataclasses
 import functools
 import inspect
@@ -26,6 +27,7 @@ import wrapt
 from kl_guard import _check, _reporting
 from kl_guard._config import Config, Mode, configure, default_config
 from kl_guard._diagnosis import Call, argument_findings
+from kl_guard._exceptions import KLGuardError, KLGuardWarning
 from kl_guard._findings import Finding
 from kl_guard._policy import SitePolicy
 
@@ -52,15 +54,23 @@ _MEAN_WARNING = {
 }
 
 
-def _filter_mean_warning() -> None:
+def _mean_warning_filtered() -> bool:
     entry = warnings.filters[0] if warnings.filters else None
-    if (
-        entry is None
-        or entry[0] != "ignore"
-        or entry[3] is None
-        or getattr(entry[3], "pattern", None) != _MEAN_WARNING["module"]
-    ):
-        warnings.filterwarnings(**_MEAN_WARNING)  # type: ignore[arg-type]
+    return (
+        entry is not None
+        and entry[0] == "ignore"
+        and getattr(entry[3], "pattern", None) == _MEAN_WARNING["module"]
+    )
+
+
+def _filter_mean_warning() -> None:
+    if _mean_warning_filtered():
+        return
+    with _STATE.lock:
+        # A call that read its view just before uninstall() must not put the
+        # filter back after uninstall() removed it: it would outlive kl_guard.
+        if _STATE.patches and not _mean_warning_filtered():
+            warnings.filterwarnings(**_MEAN_WARNING)  # type: ignore[arg-type]
 
 
 def _unfilter_mean_warning() -> None:
@@ -224,37 +234,96 @@ def _checked_call(
     frame: FrameType | None,
 ) -> Any:
     __tracebackhide__ = True  # see _reporting.emit
-    if _PENDING:
-        _drain(block=False)
-    _filter_mean_warning()
-    result = _call_busy(wrapped, args, kwargs)
+    # Everything kl_guard does runs inside ``try``: an internal error skips
+    # the check and is logged once, and the user's call goes on untouched.
     try:
-        call, bound = _describe(args, kwargs, instance)
-        site = _reporting.site_of(frame)
-        del frame  # the caller's frame holds its tensors: never keep it
-        if call is None:
-            return result
-        if _defers(bound["input"], view.config):
-            measurement = _check.measure(
-                call,
-                bound["input"],
-                bound["target"],
-                result,
-                sample_rows=view.config.sample_rows,
-                dims=_check.all_dims(call),
-            )
-            _defer(measurement, view, site)
-            return result
-        diagnoses = _check.examine(
-            call, bound["input"], bound["target"], result, sample_rows=view.config.sample_rows
-        )
-        findings = _reporting.attribute(diagnoses, site)
+        if _PENDING:
+            _drain(block=False)
+        _filter_mean_warning()
     except Exception as exc:
         _reporting.internal_error(exc)
-        return result
+        return _call_busy(wrapped, args, kwargs)  # half prepared: leave this call alone
+    result = _call_busy(wrapped, args, kwargs)
+    try:
+        _check_and_report(args, kwargs, instance, view, result, frame)
+    except (KLGuardError, KLGuardWarning):
+        # Raise mode's error, or a warning the user's filters made an error
+        # (``-W error``): both are meant for the user.
+        raise
+    except Exception as exc:
+        _reporting.internal_error(exc)
+    return result
+
+
+def _check_and_report(
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    instance: Any,
+    view: _View,
+    result: Any,
+    frame: FrameType | None,
+) -> None:
+    __tracebackhide__ = True  # see _reporting.emit
+    call, bound = _describe(args, kwargs, instance)
+    site = _reporting.site_of(frame)
+    del frame  # the caller's frame holds its tensors: never keep it
+    if call is None:
+        return
+    if _defers(bound["input"], view.config):
+        measurement = _check.measure(
+            call,
+            bound["input"],
+            bound["target"],
+            result,
+            sample_rows=view.config.sample_rows,
+            dims=_check.all_dims(call),
+        )
+        _defer(measurement, view, site)
+        return
+    diagnoses = _check.examine(
+        call, bound["input"], bound["target"], result, sample_rows=view.config.sample_rows
+    )
+    findings = _reporting.attribute(diagnoses, site)
     if findings:
         _reporting.emit(findings, view.config, view.records, site)
-    return result
+
+
+class _BoundWrapper(wrapt.BoundFunctionWrapper[..., Any]):
+    """``KLDivLoss.forward`` bound to its module: pickles and copies as a bound method."""
+
+    def _owner(self) -> Any:
+        return self._self_owner if self._self_instance is None else self._self_instance
+
+    def __reduce_ex__(self, protocol: object) -> tuple[Callable[..., Any], tuple[Any, str]]:
+        return getattr, (self._owner(), self.__name__)
+
+    def __copy__(self) -> Any:
+        return getattr(self._owner(), self.__name__)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return getattr(copy.deepcopy(self._owner(), memo), self.__name__)
+
+
+class _Wrapper(wrapt.FunctionWrapper[..., Any]):
+    """kl_guard's patch: pickles and copies as the function it wraps.
+
+    wrapt's proxies refuse both, which would break ``torch.save``,
+    ``copy.deepcopy`` or a DataLoader worker of anything holding
+    ``F.kl_div`` (``functools.partial(F.kl_div, reduction="batchmean")``).
+    """
+
+    __bound_function_wrapper__ = _BoundWrapper
+
+    def __reduce_ex__(self, protocol: object) -> str:
+        # By qualified name, as pickle saves a function: loading gives what
+        # the name holds then, the original once kl_guard is uninstalled.
+        return str(self.__qualname__)
+
+    def __copy__(self) -> _Wrapper:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Wrapper:
+        return self
 
 
 def _traced_call(
@@ -289,8 +358,26 @@ def _traced_call(
         config = view.config
         if config.mode is Mode.RAISE:
             config = dataclasses.replace(config, mode=Mode.WARN)
-        _reporting.emit(findings, config, view.records, site)
+        _emit(findings, config, view.records, site)
     return _call_busy(wrapped, args, kwargs)
+
+
+def _emit(
+    findings: list[Finding],
+    config: Config,
+    records: tuple[_reporting.Record, ...],
+    site: _reporting.CallSite | None,
+) -> None:
+    """``_reporting.emit``, letting through only what is meant for the user."""
+    __tracebackhide__ = True  # see _reporting.emit
+    try:
+        _reporting.emit(findings, config, records, site)
+    except (KLGuardError, KLGuardWarning):
+        # Raise mode's error, or a warning the user's filters made an error
+        # (``-W error``): both are meant for the user.
+        raise
+    except Exception as exc:
+        _reporting.internal_error(exc)
 
 
 # Deferred checks (CUDA, warn and log modes): the statistics are copied to
@@ -358,7 +445,7 @@ def _drain(*, block: bool, limit: int | None = None) -> None:
             _reporting.internal_error(exc)
             continue
         if findings:
-            _reporting.emit(findings, pending.view.config, pending.view.records, pending.site)
+            _emit(findings, pending.view.config, pending.view.records, pending.site)
 
 
 def flush() -> None:
@@ -389,12 +476,12 @@ def _function_wrapper(
         base: Any = wrapt.FunctionWrapper.__mro__[1]  # wrapt's _FunctionWrapperBase
         base_init: Callable[..., None] = base.__init__
         try:
-            fast = wrapt.FunctionWrapper.__new__(wrapt.FunctionWrapper)
+            fast = _Wrapper.__new__(_Wrapper)
             base_init(fast, original, None, wrapper, enabled, "builtin")
             return fast
         except TypeError:  # another wrapt whose base takes other arguments
             pass
-    return wrapt.FunctionWrapper(original, wrapper, enabled=enabled)  # type: ignore[arg-type]
+    return _Wrapper(original, wrapper, enabled=enabled)  # type: ignore[arg-type]
 
 
 def _patch(state: _State) -> None:
@@ -464,7 +551,9 @@ class Guard:
     """
 
     def __init__(self, mode: Mode | str | None = None, **options: Any) -> None:
-        configure(Config(), mode, **options)  # fail now, not when the guard starts
+        # Fail now, not when the guard starts: a bad option or KL_GUARD_MODE
+        # surfaces where the guard is written, before any training step.
+        configure(default_config(), mode, **options)
         self._mode = mode
         self._options = options
         self._layer: _Layer | None = None

@@ -58,8 +58,9 @@ class DimStats:
     """Statistics of input and target along ``dim``.
 
     ``rows`` is how many fibers were looked at out of ``total_rows``;
-    ``kept`` excludes those whose target is all zeros (or all ``-inf``),
-    the usual mark of masked padding, which carry no distribution.
+    ``kept`` excludes those whose target is all zeros (or all ``-inf``) or
+    whose input is all zeros, the usual marks of masked padding, which carry
+    no distribution.
     """
 
     dim: int
@@ -231,9 +232,17 @@ def unpack(values: Sequence[float], spec: Layout) -> dict[int, DimStats]:
             offset += 2 * r
         loss_rows = values[offset : offset + r] if spec.with_loss else ()
         offset += r if spec.with_loss else 0
-        t_min, t_max = stat["min"][1], stat["max"][1]
+        (i_min, t_min), (i_max, t_max) = stat["min"], stat["max"]
+        # Masked padding: a zero (or -inf) target row, or a zero input row,
+        # as a masked teacher passed as the input (swapped) leaves it.
         keep = [
-            j for j in range(r) if not ((t_min[j] == 0 and t_max[j] == 0) or t_max[j] == -math.inf)
+            j
+            for j in range(r)
+            if not (
+                (t_min[j] == 0 and t_max[j] == 0)
+                or t_max[j] == -math.inf
+                or (i_min[j] == 0 and i_max[j] == 0)
+            )
         ]
         if len(keep) < r:
             stat = {

@@ -137,6 +137,34 @@ CORRECT: list[Case] = [
             F.softmax(logits(4, 50_257, seed=1), 1).half(),
         ),
     ),
+    # Found by test_properties: rounding to bf16 moves the logsumexp of a
+    # near-uniform row over a large vocabulary by up to 0.04.
+    Case(
+        "bf16-near-uniform-32k",
+        lambda: (
+            F.log_softmax(logits(32_000, scale=0.1).bfloat16(), 0),
+            F.softmax(logits(32_000, seed=1).bfloat16(), 0),
+        ),
+        reduction="sum",
+    ),
+    Case(
+        "bf16-near-uniform-log-target",
+        lambda: (
+            F.log_softmax(logits(4, 10_000).bfloat16(), 1),
+            F.log_softmax(logits(4, 10_000, seed=1, scale=0.1).bfloat16(), 1),
+        ),
+        log_target=True,
+    ),
+    # Found by test_properties: near uniform, [1, 3, 3] is normalized along both
+    # dims, and the unreduced loss read along the other one dips below 0.
+    Case(
+        "near-uniform-NCT-none",
+        lambda: (
+            F.log_softmax(logits(1, 3, 3, scale=0.1 / 12), 1),
+            F.softmax(logits(1, 3, 3, seed=1, scale=0.1 / 12), 1),
+        ),
+        reduction="none",
+    ),
     Case(
         "big-batch",
         lambda: (F.log_softmax(logits(4096, 10), 1), F.softmax(logits(4096, 10, seed=1), 1)),

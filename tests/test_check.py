@@ -33,6 +33,29 @@ def test_swapped_is_reported_once_as_klg003() -> None:
     assert "swapped" in found[0].summary
 
 
+def test_swapped_with_a_masked_teacher_is_still_swapped() -> None:
+    # Found by test_properties: the masked rows, now in the input, hid the swap
+    # and the target alone read as a log_target mistake (KLG002).
+    teacher = F.softmax(logits(7, 2, scale=0.1), 1)
+    teacher[3:] = 0
+    found = kl_guard.check(teacher, F.log_softmax(logits(7, 2, seed=1), 1), reduction="none")
+    assert [f.code for f in found] == ["KLG003", "KLG004"]
+    assert "swapped" in found[0].summary
+
+
+def test_klg004_names_a_float16_overflow() -> None:
+    # Found by test_properties: a correct call whose float16 sum passes 65504.
+    inp = F.log_softmax(logits(437, 10, scale=1000).half(), 1)
+    tgt = F.softmax(logits(437, 10, seed=1, scale=1000).half(), 1)
+    [finding] = kl_guard.check(inp, tgt, reduction="sum")
+    assert finding.message.splitlines()[1:4] == [
+        "  the loss (sum) is inf (rounding allows down to -7.889)",
+        "  cause: input and target are finite in the rows sampled; "
+        "the loss overflowed float16, whose largest value is 65504",
+        '  fix: F.kl_div(input.float(), target.float(), reduction="sum")',
+    ]
+
+
 @pytest.mark.parametrize(
     ("make", "kind"),
     [

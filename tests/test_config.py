@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import pytest
+import torch.nn.functional as F
 
 import kl_guard
+from helpers import logits
 from kl_guard._config import Config, Mode, configure, default_config, parse_codes
 
 
@@ -20,6 +22,49 @@ def test_bad_env_var_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("KL_GUARD_MODE", "strict")
     with pytest.raises(ValueError, match="environment variable KL_GUARD_MODE must be one of"):
         kl_guard.install()
+
+
+def test_bad_env_var_fails_at_install_not_at_the_first_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("KL_GUARD_MODE", "strict")
+    with pytest.raises(
+        ValueError, match="KL_GUARD_MODE must be one of 'warn', 'raise', 'log', 'off', not 'strict'"
+    ):
+        kl_guard.install()
+    assert not kl_guard.is_installed()
+
+
+def test_env_var_is_read_at_configuration_time_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    kl_guard.install(check_every=1)
+    monkeypatch.setenv("KL_GUARD_MODE", "strict")  # too late to matter, and never fatal
+    with pytest.warns(kl_guard.KLG001Warning):
+        F.kl_div(F.log_softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1))
+
+
+def test_guard_fails_at_construction_on_a_bad_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KL_GUARD_MODE", "loud")
+    with pytest.raises(ValueError, match="environment variable KL_GUARD_MODE must be one of"):
+        kl_guard.guard()
+    with pytest.raises(ValueError, match="environment variable KL_GUARD_MODE must be one of"):
+
+        @kl_guard.guard(check_every=1)
+        def step() -> None:
+            pass  # never decorated
+
+
+def test_decorator_with_bad_options_fails_when_decorating() -> None:
+    with pytest.raises(ValueError, match="check_every must be >= 1, not 0"):
+
+        @kl_guard.guard(check_every=0)
+        def step() -> None:
+            pass  # never decorated
+
+
+@pytest.mark.parametrize("mode", [3, "", ["warn"]])
+def test_mode_of_a_wrong_type_lists_the_valid_ones(mode: object) -> None:
+    with pytest.raises(ValueError, match="mode must be one of 'warn', 'raise', 'log', 'off', not "):
+        kl_guard.install(mode=mode)  # type: ignore[arg-type]
 
 
 def test_env_var_is_case_insensitive() -> None:
@@ -38,6 +83,11 @@ def test_env_var_is_case_insensitive() -> None:
         ({"select": ["KLG009"]}, ValueError, "unknown code 'KLG009' in select; valid codes are"),
         ({"ignore": "KLG001,nope"}, ValueError, "unknown code 'nope' in ignore"),
         ({"ignore": 3}, TypeError, "ignore must be a comma-separated string or an iterable"),
+        ({"select": [3]}, ValueError, "unknown code 3 in select; valid codes are 'KLG001', "),
+        ({"warmup": 0}, ValueError, "warmup must be >= 1, not 0"),
+        ({"max_interval": None}, TypeError, "max_interval must be a positive int, not NoneType"),
+        ({"all_ranks": 1}, TypeError, "all_ranks must be True or False, not int 1"),
+        ({"all_ranks": "yes"}, TypeError, "all_ranks must be True or False, not str 'yes'"),
     ],
 )
 def test_bad_options_fail_at_once(
@@ -52,6 +102,20 @@ def test_bad_options_fail_at_once(
 
 def test_codes_are_normalized() -> None:
     assert parse_codes(" klg001, KLG003 ", option="select") == {"KLG001", "KLG003"}
+
+
+def test_unknown_option_lists_every_valid_one() -> None:
+    with pytest.raises(TypeError) as info:
+        kl_guard.install(all_rank=True)
+    assert str(info.value) == (
+        "kl_guard: unknown option 'all_rank'; valid options are 'mode', 'check_every', "
+        "'warmup', 'max_interval', 'sample_rows', 'select', 'ignore', 'all_ranks'."
+    )
+
+
+def test_reports_on_rank_zero_only_unless_all_ranks() -> None:
+    assert [Config().reports_on(rank) for rank in (None, 0, 1)] == [True, True, False]
+    assert configure(Config(), all_ranks=True).reports_on(1)
 
 
 def test_configure_is_functional() -> None:

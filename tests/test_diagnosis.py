@@ -76,13 +76,13 @@ def side(
     ],
 )
 def test_classify(stats: SideStats, space: Space) -> None:
-    assert classify(stats, kept=4, dtype="float32") is space
+    assert classify(stats, kept=4, dtype="float32", classes=10) is space
 
 
 def test_half_precision_is_given_more_room() -> None:
     stats = side((0.0, 0.9), (0.988, 1.012), (1.1, 2.0))
-    assert classify(stats, kept=4, dtype="bfloat16") is Space.PROB
-    assert classify(stats, kept=4, dtype="float32") is Space.NONNEG
+    assert classify(stats, kept=4, dtype="bfloat16", classes=10) is Space.PROB
+    assert classify(stats, kept=4, dtype="float32", classes=10) is Space.NONNEG
 
 
 def test_argument_findings_need_no_statistics() -> None:

@@ -76,6 +76,15 @@ def test_module_warning_points_at_the_users_line_and_is_checked_once() -> None:
     assert [(f.code, f.count) for f in g.findings] == [("KLG003", 3), ("KLG004", 3)]
 
 
+def test_a_module_call_counts_once_at_its_site_checked_or_not() -> None:
+    kl_guard.install(mode="log", check_every=2)
+    loss = nn.KLDivLoss(reduction="batchmean")
+    for _ in range(4):
+        loss(*probs_input())  # checked on calls 1 and 3
+    assert [(f.code, f.count) for f in kl_guard.findings()] == [("KLG003", 2), ("KLG004", 2)]
+    assert "fix: nn.KLDivLoss(" in kl_guard.findings()[0].message
+
+
 def test_warn_mode_deduplicates_per_site_and_code() -> None:
     kl_guard.install(check_every=1)
     with warnings.catch_warnings(record=True) as record:

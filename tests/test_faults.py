@@ -1,0 +1,128 @@
+"""Fault injection: whichever stage of kl_guard fails, the user's call is unaffected.
+
+Each test breaks one stage, makes a guarded call that would otherwise be
+reported, and checks that the result and the gradient are bit-identical to
+torch's and that kl_guard said once, on its logger, that it failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Callable
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import kl_guard
+from helpers import logits
+from kl_guard import _check, _patching, _policy, _reporting, _statistics
+
+Step = Callable[[torch.Tensor], torch.Tensor]
+
+
+def functional(x: torch.Tensor) -> torch.Tensor:
+    # probabilities as input: a misuse, so every stage has work to do
+    return F.kl_div(F.softmax(x, 1), F.softmax(logits(8, 5, seed=1), 1), reduction="batchmean")
+
+
+def module(x: torch.Tensor) -> torch.Tensor:
+    loss: torch.Tensor = nn.KLDivLoss(reduction="batchmean")(
+        F.softmax(x, 1), F.softmax(logits(8, 5, seed=1), 1)
+    )
+    return loss
+
+
+def run(step: Step) -> tuple[torch.Tensor, torch.Tensor]:
+    x = logits(8, 5).requires_grad_()
+    loss = step(x)
+    loss.backward()  # type: ignore[no-untyped-call]
+    assert x.grad is not None
+    return loss.detach(), x.grad
+
+
+def broken(*args: object, **kwargs: object) -> object:
+    raise RuntimeError("injected")
+
+
+# (where the stage is looked up, its name, the mode that reaches it)
+STAGES = [
+    (_reporting, "user_frame", "raise"),
+    (_policy.SitePolicy, "should_check", "raise"),
+    (_patching, "_filter_mean_warning", "raise"),
+    (_patching, "_bind", "raise"),
+    (_check, "describe", "raise"),
+    (_check, "argument_findings", "raise"),  # _diagnosis's, where _check looks it up
+    (_statistics, "screen", "raise"),
+    (_check, "screen_passes", "raise"),  # _diagnosis's, where _check looks it up
+    (_statistics, "compute", "raise"),
+    (_statistics, "unpack", "raise"),
+    (_check, "tensor_findings", "raise"),  # _diagnosis's too
+    (_reporting, "attribute", "raise"),
+    (_reporting, "site_of", "raise"),
+    (_reporting.Record, "add", "raise"),
+    (_reporting, "_warn_at", "warn"),
+    (_reporting.logger, "warning", "log"),
+]
+
+
+@pytest.mark.parametrize("step", [functional, module])
+@pytest.mark.parametrize(
+    ("owner", "name", "mode"),
+    STAGES,
+    ids=[f"{getattr(o, '__name__', 'logger')}.{n}" for o, n, _ in STAGES],
+)
+def test_a_failing_stage_never_reaches_the_user(
+    owner: object,
+    name: str,
+    mode: str,
+    step: Step,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    expected = run(step)
+    kl_guard.install(mode=mode, check_every=1)
+    monkeypatch.setattr(owner, name, broken)
+    with caplog.at_level(logging.ERROR, logger="kl_guard"):
+        for _ in range(3):
+            guarded = run(step)
+            assert all(torch.equal(a, b) for a, b in zip(expected, guarded, strict=True))
+    # Said once, not once per call; the message proves the fault was reached.
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.name == "kl_guard"
+    assert "kl_guard failed while checking a kl_div call" in record.getMessage()
+    assert "RuntimeError: injected" in record.getMessage()
+
+
+def test_a_broken_logger_cannot_say_it_but_still_does_no_harm(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    expected = run(functional)
+    monkeypatch.setattr(_statistics, "compute", broken)
+    monkeypatch.setattr(_reporting.logger, "error", broken)
+    kl_guard.install(mode="raise", check_every=1)
+    guarded = run(functional)
+    assert all(torch.equal(a, b) for a, b in zip(expected, guarded, strict=True))
+
+
+def test_raise_mode_still_raises(caplog: pytest.LogCaptureFixture) -> None:
+    kl_guard.install(mode="raise", check_every=1)
+    with caplog.at_level(logging.ERROR, logger="kl_guard"), pytest.raises(kl_guard.KLGuardError):
+        run(functional)
+    assert caplog.records == []
+
+
+def test_a_warning_made_an_error_by_the_user_still_raises(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    kl_guard.install(mode="warn", check_every=1)
+    with (
+        caplog.at_level(logging.ERROR, logger="kl_guard"),
+        warnings.catch_warnings(),
+        pytest.raises(kl_guard.KLG003Warning),
+    ):
+        warnings.simplefilter("error", kl_guard.KLGuardWarning)  # python -W error
+        run(functional)
+    assert caplog.records == []
