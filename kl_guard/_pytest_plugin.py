@@ -88,11 +88,16 @@ def _resolve(config: pytest.Config, option: str | None) -> tuple[Mode, str | Non
     """The mode and its source: the command line, then the ini file, then the environment."""
     if option:
         return Mode(option), "--kl-guard"
-    sources = ((config.getini(_INI), f"ini option {_INI}"), (os.environ.get(ENV_MODE), ENV_MODE))
-    for value, source in sources:
+    # The environment variable is shared with training runs, where "log" is a
+    # fine mode: the plugin takes it too (findings go to the kl_guard logger).
+    sources = (
+        (config.getini(_INI), f"ini option {_INI}", _CHOICES),
+        (os.environ.get(ENV_MODE), ENV_MODE, tuple(Mode)),
+    )
+    for value, source, choices in sources:
         if value and value.strip():
             try:
-                return parse_mode(value, source=source, choices=_CHOICES), source
+                return parse_mode(value, source=source, choices=choices), source
             except ValueError as exc:
                 raise pytest.UsageError(str(exc)) from None
     return Mode.OFF, None
