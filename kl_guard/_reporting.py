@@ -57,9 +57,13 @@ def user_frame(depth: int = 1) -> FrameType | None:
     except ValueError:
         return None
     generated = False
+    cache = _internal_cache
     while frame is not None:
         code = frame.f_code
-        if _is_internal(code.co_filename):
+        internal = cache.get(code.co_filename)  # this runs on every call: no call per frame
+        if internal is None:
+            internal = _is_internal(code.co_filename)
+        if internal:
             generated = generated or code.co_filename.startswith("<eval_with_key>")
         elif not (generated and _rewritten_by_dynamo(code)):
             return frame
