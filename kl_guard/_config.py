@@ -40,7 +40,7 @@ class Config:
     check_every: int | None = None
     warmup: int = 8
     max_interval: int = 1024
-    sample_rows: int = 64
+    sample_rows: int = 32
     select: frozenset[str] | None = None
     ignore: frozenset[str] = frozenset()
     all_ranks: bool = False

@@ -17,7 +17,8 @@ from kl_guard import _patching, _reporting, _statistics
 
 CALLS = 10_000  # half functional, half module
 CHECK_EVERY = 20
-# Batch sizes above sample_rows (16), so that rows are indexed, more of them
+SAMPLE_ROWS = 16
+# Batch sizes above SAMPLE_ROWS, so that rows are indexed, more of them
 # than the row index cache holds (256), so that it evicts, and a count prime
 # to CHECK_EVERY, so that the checked calls meet every size.
 BATCHES = range(17, 17 + 301)
@@ -46,7 +47,7 @@ def test_ten_thousand_calls_keep_memory_flat() -> None:
     _statistics._row_index.cache_clear()
     tracemalloc.start()
     try:
-        kl_guard.install(mode="log", check_every=1)
+        kl_guard.install(mode="log", check_every=1, sample_rows=SAMPLE_ROWS)
         loop(2 * len(BATCHES), refs)  # warm up: every size at both sites, a full cache
         kl_guard.install(check_every=CHECK_EVERY)
         loop(2_000, refs)  # and torch's own pools, which settle within a few thousand
