@@ -141,19 +141,22 @@ def measure(
         and tuple(loss.shape) == shape
         else None
     )
-    scalar = (
-        loss.detach()
-        if call.reduction != "none"
-        and isinstance(loss, torch.Tensor)
-        and loss.numel() == 1
-        and type(loss) is torch.Tensor
-        and loss.is_floating_point()
-        else None
-    )
     dims = candidate_dims(shape) if dims is None else dims
     spec = _statistics.layout(shape, dims, sample_rows, elementwise is not None)
     packed = _statistics.compute(input.detach(), target.detach(), elementwise, dims, sample_rows)
-    return Measurement(call, spec, packed, scalar)
+    return Measurement(call, spec, packed, _reduced_loss(call, loss))
+
+
+def _reduced_loss(call: Call, loss: object) -> torch.Tensor | None:
+    """The loss of a reduced call as a one-element float tensor, when it can be read."""
+    if (
+        call.reduction != "none"
+        and type(loss) is torch.Tensor
+        and loss.numel() == 1
+        and loss.is_floating_point()
+    ):
+        return loss.detach()
+    return None
 
 
 def conclude(measurement: Measurement, values: list[float] | None) -> tuple[Stats, float | None]:
@@ -213,9 +216,10 @@ def _screened_correct(
         return False
     value = None
     if call.reduction != "none":
-        if not (isinstance(loss, torch.Tensor) and loss.numel() == 1 and loss.is_floating_point()):
+        reduced = _reduced_loss(call, loss)
+        if reduced is None:
             return False
-        value = loss.item()
+        value = reduced.item()
     rows = _statistics.screen(input, target, dims[0], sample_rows, call.log_target).tolist()
     return screen_passes(call, dims[0], rows, value)
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from kl_guard._findings import CODES
-from kl_guard._statistics import DimStats, SideStats
+from kl_guard._statistics import DimStats, Range, SideStats
 
 Api = Literal["function", "module"]
 
@@ -159,10 +159,15 @@ def other_dims(shape: Sequence[int]) -> tuple[int, ...]:
     return tuple(d for d in range(len(shape)) if shape[d] > 1 and d not in candidates)
 
 
+def norm_tolerance(dtype: str) -> float:
+    """Allowed error of a row sum of probabilities (see ``_NORM_TOL``)."""
+    return _NORM_TOL.get(dtype, 5e-3)
+
+
 def classify(side: SideStats, kept: int, dtype: str, classes: int) -> Space:
     if kept == 0 or side.has_nan or side.value.hi == math.inf:
         return Space.UNKNOWN
-    tol = _NORM_TOL.get(dtype, 5e-3)
+    tol = norm_tolerance(dtype)
     if side.value.lo >= -tol and side.row_sum.within(1.0, tol):
         return Space.PROB
     if side.value.hi <= tol and side.logsumexp.within(0.0, lse_tolerance(dtype, classes)):
@@ -200,21 +205,20 @@ def screen_passes(
     if math.isnan(sum(input_max) + sum(input_expsum) + sum(target_bound) + sum(target_total)):
         return False
     classes = call.shape[dim]
-    input_tol = _NORM_TOL.get(call.input.dtype, 5e-3)
     input_lse_tol = lse_tolerance(call.input.dtype, classes)
-    if max(input_max) > input_tol or not _logs_near_zero(input_expsum, input_lse_tol):
+    if max(input_max) > norm_tolerance(call.input.dtype) or not _logs_near_zero(
+        input_expsum, input_lse_tol
+    ):
         return False
+    tol = norm_tolerance(call.target.dtype)
     if call.log_target:
-        tol = _NORM_TOL.get(call.target.dtype, 5e-3)
         target_lse_tol = lse_tolerance(call.target.dtype, classes)
         if max(target_bound) > tol or not _logs_near_zero(target_total, target_lse_tol):
             return False
-    else:
-        tol = _NORM_TOL.get(call.target.dtype, 5e-3)
-        if min(target_bound) < -tol or not (
-            abs(min(target_total) - 1) <= tol and abs(max(target_total) - 1) <= tol
-        ):
-            return False
+    elif min(target_bound) < -tol or not Range(min(target_total), max(target_total)).within(
+        1.0, tol
+    ):
+        return False
     return loss is None or (math.isfinite(loss) and loss >= -loss_tolerance(call, classes))
 
 
@@ -229,7 +233,7 @@ def lse_tolerance(dtype: str, classes: int) -> float:
     each log-probability to the dtype (up to u*|v|, u half of eps), which moves
     a near-uniform row's logsumexp by up to u*log(classes): 0.04 in bfloat16
     over a 50k vocabulary."""
-    return _NORM_TOL.get(dtype, 5e-3) + _EPS.get(dtype, 1.2e-7) / 2 * math.log(max(classes, 2))
+    return norm_tolerance(dtype) + _EPS.get(dtype, 1.2e-7) / 2 * math.log(max(classes, 2))
 
 
 def _fmt(x: float) -> str:

@@ -54,13 +54,12 @@ _MEAN_WARNING = {
 }
 
 
+def _is_mean_filter(entry: tuple[Any, ...]) -> bool:
+    return entry[0] == "ignore" and getattr(entry[3], "pattern", None) == _MEAN_WARNING["module"]
+
+
 def _mean_warning_filtered() -> bool:
-    entry = warnings.filters[0] if warnings.filters else None
-    return (
-        entry is not None
-        and entry[0] == "ignore"
-        and getattr(entry[3], "pattern", None) == _MEAN_WARNING["module"]
-    )
+    return bool(warnings.filters) and _is_mean_filter(warnings.filters[0])
 
 
 def _filter_mean_warning() -> None:
@@ -74,11 +73,7 @@ def _filter_mean_warning() -> None:
 
 
 def _unfilter_mean_warning() -> None:
-    kept = [
-        f
-        for f in warnings.filters
-        if not (f[0] == "ignore" and getattr(f[3], "pattern", None) == _MEAN_WARNING["module"])
-    ]
+    kept = [f for f in warnings.filters if not _is_mean_filter(f)]
     if len(kept) != len(warnings.filters):
         warnings.filters[:] = kept  # type: ignore[index]
         warnings._filters_mutated()  # type: ignore[attr-defined]
@@ -247,30 +242,29 @@ def _checked_call(
         return _call_busy(wrapped, args, kwargs)  # half prepared: leave this call alone
     result = _call_busy(wrapped, args, kwargs)
     try:
-        _check_and_report(args, kwargs, instance, view, result, frame)
-    except (KLGuardError, KLGuardWarning):
-        # Raise mode's error, or a warning the user's filters made an error
-        # (``-W error``): both are meant for the user.
-        raise
+        findings, site = _findings_of(args, kwargs, instance, view, result, frame)
     except Exception as exc:
         _reporting.internal_error(exc)
+        return result
+    if findings:
+        _emit(findings, view.config, view.records, site)
     return result
 
 
-def _check_and_report(
+def _findings_of(
     args: tuple[Any, ...],
     kwargs: dict[str, Any],
     instance: Any,
     view: _View,
     result: Any,
     frame: FrameType | None,
-) -> None:
-    __tracebackhide__ = True  # see _reporting.emit
+) -> tuple[list[Finding], _reporting.CallSite | None]:
+    """The findings of a checked call, now, or none yet when its check is deferred."""
     call, bound = _describe(args, kwargs, instance)
     site = _reporting.site_of(frame)
     del frame  # the caller's frame holds its tensors: never keep it
     if call is None:
-        return
+        return [], site
     if _defers(bound["input"], view.config):
         measurement = _check.measure(
             call,
@@ -281,13 +275,11 @@ def _check_and_report(
             dims=_check.all_dims(call),
         )
         _defer(measurement, view, site)
-        return
+        return [], site
     diagnoses = _check.examine(
         call, bound["input"], bound["target"], result, sample_rows=view.config.sample_rows
     )
-    findings = _reporting.attribute(diagnoses, site)
-    if findings:
-        _reporting.emit(findings, view.config, view.records, site)
+    return _reporting.attribute(diagnoses, site), site
 
 
 class _BoundWrapper(wrapt.BoundFunctionWrapper[..., Any]):

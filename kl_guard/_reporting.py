@@ -160,10 +160,6 @@ class Record:
         with self._lock:
             return list(self._items.values())
 
-    def clear(self) -> None:
-        with self._lock:
-            self._items.clear()
-
 
 def emit(
     findings: Sequence[Finding],

@@ -83,11 +83,6 @@ class Layout:
     total_rows: tuple[int, ...]
     with_loss: bool
 
-    @property
-    def numel(self) -> int:
-        per_row = 2 * len(ROW_STATS) + int(self.with_loss)
-        return sum(per_row * r for r in self.rows)
-
 
 def work_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
@@ -160,9 +155,8 @@ def compute(
     fine); ``loss`` is the elementwise loss of ``reduction='none'`` or None.
     For each dimension the result holds, for every sampled row, the
     :data:`ROW_STATS` of both tensors (and the row's loss sum): a float32
-    tensor of :attr:`Layout.numel` values on the inputs' device, to be read
-    with :func:`unpack`. About ten small kernels per dimension, whatever the
-    tensors' size.
+    tensor on the inputs' device, to be read with :func:`unpack`. About ten
+    small kernels per dimension, whatever the tensors' size.
     """
     dtype = work_dtype(input.dtype)
     parts: list[torch.Tensor] = []
