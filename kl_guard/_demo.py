@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Callable
-from typing import TextIO
+from typing import Any, TextIO
 
 import torch
 import torch.nn.functional as F
@@ -14,18 +13,77 @@ from torch import nn
 from kl_guard._exceptions import KLGuardError
 from kl_guard._patching import guard
 
+# The call most pitfalls come back to once fixed.
+CORRECT = 'F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")'
+
 
 @dataclasses.dataclass(frozen=True)
 class Pitfall:
+    """A call as printed and run (the code shown is the code run), and its fix (None: none)."""
+
     title: str
-    wrong_code: str
-    wrong: Callable[[], torch.Tensor]
-    right_code: str
-    right: Callable[[], torch.Tensor]
+    code: str
+    fix: str | None = CORRECT
 
 
-def pitfalls(seed: int = 0) -> list[Pitfall]:
-    """The walk-through, on tensors made on the spot: 8 samples of 5 classes."""
+PITFALLS = [
+    Pitfall(
+        "The default reduction 'mean' divides by the class count too",
+        "F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1))",
+    ),
+    Pitfall(
+        "A typo in a deprecated argument: reduce='batchmean' silently means 'mean'",
+        "F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduce='batchmean')",
+    ),
+    Pitfall(
+        "Probabilities (softmax) where kl_div wants log-probabilities",
+        'F.kl_div(F.softmax(s, 1), F.softmax(t, 1), reduction="batchmean")',
+    ),
+    Pitfall(
+        "Raw logits as the input",
+        'F.kl_div(s, F.softmax(t, 1), reduction="batchmean")',
+    ),
+    Pitfall(
+        "Input and target swapped (kl_div is not symmetric)",
+        'F.kl_div(F.softmax(t, 1), F.log_softmax(s, 1), reduction="batchmean")',
+    ),
+    Pitfall(
+        "A log-probability target without log_target=True",
+        'F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), reduction="batchmean")',
+        'F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), reduction="batchmean", '
+        "log_target=True)",
+    ),
+    Pitfall(
+        "Folk advice: 'set log_target=True when you pass probabilities' (it is the opposite)",
+        'F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean", log_target=True)',
+    ),
+    Pitfall(
+        "The target normalized over the batch instead of the classes",
+        'F.kl_div(F.log_softmax(s, 1), F.softmax(t, 0), reduction="batchmean")',
+    ),
+    Pitfall(
+        "A target that is not a distribution (exp of logits, never normalized)",
+        'F.kl_div(F.log_softmax(s, 1), t.exp(), reduction="batchmean")',
+    ),
+    Pitfall(
+        "A target of another shape, broadcast without a word",
+        'F.kl_div(F.log_softmax(s, 1), F.softmax(t[0], 0), reduction="batchmean")',
+    ),
+    Pitfall(
+        "The gradient flows into the target: the model's output passed as the target",
+        'nn.KLDivLoss(reduction="batchmean")(F.log_softmax(t, 1), F.softmax(student, 1))',
+        'nn.KLDivLoss(reduction="batchmean")(F.log_softmax(student, 1), F.softmax(t, 1))',
+    ),
+    Pitfall(
+        "Correct as it is: token distributions [B, T, V] with masked padding rows",
+        'F.kl_div(F.log_softmax(seq_s, -1), seq_t, reduction="sum") / n_tokens',
+        None,
+    ),
+]
+
+
+def namespace(seed: int = 0) -> dict[str, Any]:
+    """The names the pitfalls use, on tensors made on the spot: 8 samples of 5 classes."""
     g = torch.Generator().manual_seed(seed)
     s = torch.randn(8, 5, generator=g)  # student logits
     t = torch.randn(8, 5, generator=g)  # teacher logits
@@ -34,120 +92,39 @@ def pitfalls(seed: int = 0) -> list[Pitfall]:
     seq_t = torch.softmax(torch.randn(2, 4, 6, generator=g), dim=-1)
     seq_t[:, 2:] = 0
     student = torch.randn(8, 5, generator=g, requires_grad=True)
-
-    def kl(*args: object, **kwargs: object) -> torch.Tensor:
-        return F.kl_div(*args, **kwargs)  # type: ignore[arg-type]
-
-    return [
-        Pitfall(
-            "The default reduction 'mean' divides by the class count too",
-            "F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1))",
-            lambda: kl(F.log_softmax(s, 1), F.softmax(t, 1)),
-            'F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")',
-            lambda: kl(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean"),
-        ),
-        Pitfall(
-            "A typo in a deprecated argument: reduce='batchmean' silently means 'mean'",
-            "F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduce='batchmean')",
-            lambda: kl(F.log_softmax(s, 1), F.softmax(t, 1), reduce="batchmean"),
-            'F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")',
-            lambda: kl(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean"),
-        ),
-        Pitfall(
-            "Probabilities (softmax) where kl_div wants log-probabilities",
-            'F.kl_div(F.softmax(s, 1), F.softmax(t, 1), reduction="batchmean")',
-            lambda: kl(F.softmax(s, 1), F.softmax(t, 1), reduction="batchmean"),
-            'F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")',
-            lambda: kl(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean"),
-        ),
-        Pitfall(
-            "Raw logits as the input",
-            'F.kl_div(s, F.softmax(t, 1), reduction="batchmean")',
-            lambda: kl(s, F.softmax(t, 1), reduction="batchmean"),
-            'F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")',
-            lambda: kl(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean"),
-        ),
-        Pitfall(
-            "Input and target swapped (kl_div is not symmetric)",
-            'F.kl_div(F.softmax(t, 1), F.log_softmax(s, 1), reduction="batchmean")',
-            lambda: kl(F.softmax(t, 1), F.log_softmax(s, 1), reduction="batchmean"),
-            'F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")',
-            lambda: kl(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean"),
-        ),
-        Pitfall(
-            "A log-probability target without log_target=True",
-            'F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), reduction="batchmean")',
-            lambda: kl(F.log_softmax(s, 1), F.log_softmax(t, 1), reduction="batchmean"),
-            'F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), reduction="batchmean", '
-            "log_target=True)",
-            lambda: kl(
-                F.log_softmax(s, 1), F.log_softmax(t, 1), reduction="batchmean", log_target=True
-            ),
-        ),
-        Pitfall(
-            "Folk advice: 'set log_target=True when you pass probabilities' (it is the opposite)",
-            'F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean", '
-            "log_target=True)",
-            lambda: kl(
-                F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean", log_target=True
-            ),
-            'F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")',
-            lambda: kl(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean"),
-        ),
-        Pitfall(
-            "The target normalized over the batch instead of the classes",
-            'F.kl_div(F.log_softmax(s, 1), F.softmax(t, 0), reduction="batchmean")',
-            lambda: kl(F.log_softmax(s, 1), F.softmax(t, 0), reduction="batchmean"),
-            'F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")',
-            lambda: kl(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean"),
-        ),
-        Pitfall(
-            "A target that is not a distribution (exp of logits, never normalized)",
-            'F.kl_div(F.log_softmax(s, 1), t.exp(), reduction="batchmean")',
-            lambda: kl(F.log_softmax(s, 1), t.exp(), reduction="batchmean"),
-            'F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")',
-            lambda: kl(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean"),
-        ),
-        Pitfall(
-            "A target of another shape, broadcast without a word",
-            'F.kl_div(F.log_softmax(s, 1), F.softmax(t[0], 0), reduction="batchmean")',
-            lambda: kl(F.log_softmax(s, 1), F.softmax(t[0], 0), reduction="batchmean"),
-            'F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")',
-            lambda: kl(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean"),
-        ),
-        Pitfall(
-            "The gradient flows into the target: the model's output passed as the target",
-            'nn.KLDivLoss(reduction="batchmean")(F.log_softmax(t, 1), F.softmax(student, 1))',
-            lambda: nn.KLDivLoss(reduction="batchmean")(F.log_softmax(t, 1), F.softmax(student, 1)),
-            'nn.KLDivLoss(reduction="batchmean")(F.log_softmax(student, 1), F.softmax(t, 1))',
-            lambda: nn.KLDivLoss(reduction="batchmean")(F.log_softmax(student, 1), F.softmax(t, 1)),
-        ),
-        Pitfall(
-            "Correct as it is: token distributions [B, T, V] with masked padding rows",
-            'F.kl_div(F.log_softmax(seq_s, -1), seq_t, reduction="sum") / n_tokens',
-            lambda: kl(F.log_softmax(seq_s, -1), seq_t, reduction="sum") / 4,
-            "(unchanged)",
-            lambda: kl(F.log_softmax(seq_s, -1), seq_t, reduction="sum") / 4,
-        ),
-    ]
+    return {
+        "F": F,
+        "nn": nn,
+        "s": s,
+        "t": t,
+        "seq_s": seq_s,
+        "seq_t": seq_t,
+        "n_tokens": 4,
+        "student": student,
+    }
 
 
 def run(out: TextIO) -> int:
     """Print each pitfall, kl_guard's diagnosis of it, and the corrected call."""
-    items = pitfalls()
+    names = namespace()
+
+    def evaluate(code: str) -> torch.Tensor:
+        value: torch.Tensor = eval(code, names)  # our own constant strings, shown as run
+        return value
+
     out.write(
         'kl_guard demo: each call below runs under kl_guard.guard(mode="raise").\n'
         "s and t are student and teacher logits of 8 samples over 5 classes.\n"
     )
     caught = 0
-    for number, pitfall in enumerate(items, 1):
-        out.write(f"\n{number}. {pitfall.title}\n   >>> {pitfall.wrong_code}\n")
+    for number, pitfall in enumerate(PITFALLS, 1):
+        out.write(f"\n{number}. {pitfall.title}\n   >>> {pitfall.code}\n")
         with warnings.catch_warnings():
             # torch's own deprecation warning for size_average/reduce is not the point here
             warnings.simplefilter("ignore", UserWarning)
             with guard(mode="raise", check_every=1):
                 try:
-                    value = pitfall.wrong()
+                    value = evaluate(pitfall.code)
                 except KLGuardError as error:
                     caught += 1
                     for finding in error.findings:
@@ -157,7 +134,9 @@ def run(out: TextIO) -> int:
                 else:
                     out.write(f"   no finding; the loss is {value.item():.4f}\n")
                     continue
-                fixed = pitfall.right()
-        out.write(f"   corrected: {pitfall.right_code}\n   = {fixed.item():.4f}\n")
-    out.write(f"\n{caught} of {len(items)} calls were misuses, and kl_guard caught each one.\n")
+                if pitfall.fix is None:
+                    continue
+                fixed = evaluate(pitfall.fix)
+        out.write(f"   corrected: {pitfall.fix}\n   = {fixed.item():.4f}\n")
+    out.write(f"\n{caught} of {len(PITFALLS)} calls were misuses, and kl_guard caught each one.\n")
     return 0
