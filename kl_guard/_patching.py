@@ -17,6 +17,7 @@ import functools
 import inspect
 import threading
 import warnings
+import weakref
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, TypeVar, cast
@@ -26,7 +27,7 @@ import wrapt
 
 from kl_guard import _check, _reporting
 from kl_guard._config import Config, Mode, configure, default_config
-from kl_guard._diagnosis import Call, argument_findings
+from kl_guard._diagnosis import Call, Diagnosis, argument_findings
 from kl_guard._exceptions import KLGuardError, KLGuardWarning
 from kl_guard._findings import Finding
 from kl_guard._policy import SitePolicy
@@ -41,6 +42,49 @@ _is_dynamo_compiling: Callable[[], bool] = (
 )
 # What can be known of a call while it is traced, from its arguments alone.
 _TRACE_TIME_CODES = frozenset({"KLG001", "KLG005"})
+
+
+def _compile_context() -> object:
+    """The compilation being traced, or None outside one (or on a torch without it)."""
+    context = getattr(torch._guards, "CompileContext", None)
+    try_get = getattr(context, "try_get", None)
+    return try_get() if try_get is not None else None
+
+
+class _TraceReports:
+    """What this compilation has already reported, so a finding counts once
+    per compilation however many passes (AOTAutograd's metadata pass, its
+    graph capture, a retrace) run the call.
+
+    Compilations are told apart by their context object, not their id:
+    ``torch._dynamo.reset()`` starts the ids again. Only the current
+    compilation's keys are kept, and only a weak reference to it.
+    """
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.context: Callable[[], object] = lambda: None
+        self.seen: set[tuple[str, str, int]] = set()
+
+    def first(
+        self, diagnoses: list[Diagnosis], site: _reporting.CallSite | None
+    ) -> list[Diagnosis]:
+        context = _compile_context()
+        if context is None or site is None:
+            return diagnoses
+        with self.lock:
+            if self.context() is not context:
+                self.context, self.seen = weakref.ref(context), set()
+            fresh = []
+            for diagnosis in diagnoses:
+                key = (diagnosis.code, site.filename, site.lineno)
+                if key not in self.seen:
+                    self.seen.add(key)
+                    fresh.append(diagnosis)
+            return fresh
+
+
+_TRACE_REPORTS = _TraceReports()
 
 # Torch's own warning for reduction='mean', as raised from inside our
 # wrappers: while kl_guard is active its KLG001 replaces it. The module
@@ -342,7 +386,7 @@ def _traced_call(
             d for d in (argument_findings(call) if call else []) if d.code in _TRACE_TIME_CODES
         ]
         site = _reporting.site_of(_reporting.user_frame(2))
-        findings = _reporting.attribute(diagnoses, site)
+        findings = _reporting.attribute(_TRACE_REPORTS.first(diagnoses, site), site)
     except Exception as exc:
         _reporting.internal_error(exc)
         return _call_busy(wrapped, args, kwargs)

@@ -29,18 +29,28 @@ _INTERNAL_PREFIXES = tuple(
     for path in (torch.__file__, wrapt.__file__, __file__)
     if path
 )
-_internal_cache: dict[str, bool] = {}
+
+# What a code object's file says of whose code it is.
+_USER = 0  # a file of the user's (first: falsy, the one test of the common call)
+_LIBRARY = 1  # torch, wrapt or kl_guard
+_FX_GRAPH = 2  # FX graph code, which torch.compile's eager backend runs: torch's
+_SYNTHETIC = 3  # "<string>" and the like: torch's when torch runs it, else the user's
+_file_kinds: dict[str, int] = {}
 
 
-def _is_internal(filename: str) -> bool:
-    internal = _internal_cache.get(filename)
-    if internal is None:
-        # FX graph code, which torch.compile's eager backend runs, has no file
-        # of its own: it is torch's, and the user's frame is further up.
-        generated = filename.startswith("<eval_with_key>")
-        internal = generated or os.path.abspath(filename).startswith(_INTERNAL_PREFIXES)
-        _internal_cache[filename] = internal
-    return internal
+def _file_kind(filename: str) -> int:
+    kind = _file_kinds.get(filename)
+    if kind is None:
+        if filename.startswith("<eval_with_key>"):
+            kind = _FX_GRAPH
+        elif filename.startswith("<"):
+            kind = _SYNTHETIC
+        elif os.path.abspath(filename).startswith(_INTERNAL_PREFIXES):
+            kind = _LIBRARY
+        else:
+            kind = _USER
+        _file_kinds[filename] = kind
+    return kind
 
 
 def user_frame(depth: int = 1) -> FrameType | None:
@@ -50,25 +60,35 @@ def user_frame(depth: int = 1) -> FrameType | None:
     called from the user's function with its bytecode rewritten by dynamo
     (which no longer maps to the loss's line); both are skipped, so the call
     site is the line that called the compiled function, at run time as at
-    trace time.
+    trace time. So is code that torch compiles from a string and calls itself
+    (AOTAutograd's ``<string>`` wrappers): a ``<string>`` frame is the user's
+    only when the user ran it (``python -c``, ``exec``).
     """
     try:
         frame: FrameType | None = sys._getframe(depth + 1)
     except ValueError:
         return None
     generated = False
-    cache = _internal_cache
+    kinds = _file_kinds
     while frame is not None:
         code = frame.f_code
-        internal = cache.get(code.co_filename)  # this runs on every call: no call per frame
-        if internal is None:
-            internal = _is_internal(code.co_filename)
-        if internal:
-            generated = generated or code.co_filename.startswith("<eval_with_key>")
-        elif not (generated and _rewritten_by_dynamo(code)):
+        kind = kinds.get(code.co_filename)  # this runs on every call: no call per frame
+        if kind is None:
+            kind = _file_kind(code.co_filename)
+        if not kind:
+            if not (generated and _rewritten_by_dynamo(code)):
+                return frame
+        elif kind == _FX_GRAPH:
+            generated = True
+        elif kind == _SYNTHETIC and not _called_by_torch(frame):
             return frame
         frame = frame.f_back
     return None
+
+
+def _called_by_torch(frame: FrameType) -> bool:
+    caller = frame.f_back
+    return caller is not None and _file_kind(caller.f_code.co_filename) in (_LIBRARY, _FX_GRAPH)
 
 
 def _rewritten_by_dynamo(code: CodeType) -> bool:

@@ -83,4 +83,4 @@ def test_ten_thousand_calls_keep_memory_flat() -> None:
         ("KLG004", checks),
     ] * 2
     assert _statistics._row_index.cache_info().currsize <= 256
-    assert len(_reporting._internal_cache) < 50
+    assert len(_reporting._file_kinds) < 50

@@ -62,6 +62,14 @@ def test_warning_points_at_the_users_line() -> None:
     assert str(warning.message).splitlines()[-1].endswith(f"test_patching.py:{warning.lineno}")
 
 
+def test_code_the_user_runs_from_a_string_is_the_users() -> None:
+    # Code torch generates and runs is skipped; "<string>" the user runs is not.
+    source = "\n\nF.kl_div(*probs_input(), reduction='batchmean')\n"
+    with kl_guard.guard(mode="log") as g:
+        exec(compile(source, "<string>", "exec"), globals())
+    assert {f.location for f in g.findings} == {"<string>:3"}
+
+
 def test_module_warning_points_at_the_users_line_and_is_checked_once() -> None:
     kl_guard.install()
     loss = nn.KLDivLoss(reduction="batchmean")
