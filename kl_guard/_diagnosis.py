@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Literal
@@ -68,10 +67,13 @@ class Call:
     def legacy(self) -> bool:
         return self.size_average is not None or self.reduce is not None
 
-    @functools.cached_property
+    @property
     def shape(self) -> tuple[int, ...]:
         """The shape both tensors broadcast to (the input's when they do not)."""
-        return broadcast_shape(self.input.shape, self.target.shape) or self.input.shape
+        shape = self.input.shape
+        if shape == self.target.shape:  # nearly always: no broadcast to work out
+            return shape
+        return broadcast_shape(shape, self.target.shape) or shape
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,7 +182,11 @@ def classify(side: SideStats, kept: int, dtype: str, classes: int) -> Space:
 
 
 def screen_passes(
-    call: Call, dim: int, rows: Sequence[Sequence[float]], loss: float | None
+    call: Call,
+    dim: int,
+    sums: Sequence[Sequence[float]],
+    target_min: float | None,
+    loss: float | None,
 ) -> bool:
     """Whether the screen of ``_statistics.screen`` confirms a correct call on ``dim``.
 
@@ -189,35 +195,28 @@ def screen_passes(
     is a plausible KL: then there is nothing to report. False sends the call
     to the full measurement; it never produces a finding by itself.
     """
-    input_max, input_expsum, target_bound, target_total = rows
-    if 0.0 in target_total:  # masked padding: all zeros (all -inf in log space)
-        keep = [
-            j
-            for j, total in enumerate(target_total)
-            if not (total == 0 and (call.log_target or target_bound[j] == 0))
-        ]
-        input_max, input_expsum, target_bound, target_total = (
-            [values[j] for j in keep] for values in rows
-        )
+    input_expsum, target_total = sums
+    tol = norm_tolerance(call.target.dtype)
+    if target_min is not None and not target_min >= -tol:  # (NaN fails too)
+        return False
+    if 0.0 in target_total:
+        # Masked padding: an all-zero target row (all -inf in log space); a
+        # row of probabilities sums to zero only so, none being negative.
+        keep = [j for j, total in enumerate(target_total) if total != 0]
+        input_expsum = [input_expsum[j] for j in keep]
+        target_total = [target_total[j] for j in keep]
     if not target_total:
         return False
     # Whole-list builtins, not a loop per row: this runs on every checked call.
-    if math.isnan(sum(input_max) + sum(input_expsum) + sum(target_bound) + sum(target_total)):
+    if math.isnan(sum(input_expsum) + sum(target_total)):
         return False
     classes = call.shape[dim]
-    input_lse_tol = lse_tolerance(call.input.dtype, classes)
-    if max(input_max) > norm_tolerance(call.input.dtype) or not _logs_near_zero(
-        input_expsum, input_lse_tol
-    ):
+    if not _logs_near_zero(input_expsum, lse_tolerance(call.input.dtype, classes)):
         return False
-    tol = norm_tolerance(call.target.dtype)
     if call.log_target:
-        target_lse_tol = lse_tolerance(call.target.dtype, classes)
-        if max(target_bound) > tol or not _logs_near_zero(target_total, target_lse_tol):
+        if not _logs_near_zero(target_total, lse_tolerance(call.target.dtype, classes)):
             return False
-    elif min(target_bound) < -tol or not Range(min(target_total), max(target_total)).within(
-        1.0, tol
-    ):
+    elif not Range(min(target_total), max(target_total)).within(1.0, tol):
         return False
     return loss is None or (math.isfinite(loss) and loss >= -loss_tolerance(call, classes))
 

@@ -305,11 +305,11 @@ def _findings_of(
 ) -> tuple[list[Finding], _reporting.CallSite | None]:
     """The findings of a checked call, now, or none yet when its check is deferred."""
     call, bound = _describe(args, kwargs, instance)
-    site = _reporting.site_of(frame)
-    del frame  # the caller's frame holds its tensors: never keep it
     if call is None:
-        return [], site
+        return [], None
     if _defers(bound["input"], view.config):
+        # the site, not the frame: the caller's frame holds its tensors
+        site = _reporting.site_of(frame)
         measurement = _check.measure(
             call,
             bound["input"],
@@ -323,6 +323,9 @@ def _findings_of(
     diagnoses = _check.examine(
         call, bound["input"], bound["target"], result, sample_rows=view.config.sample_rows
     )
+    if not diagnoses:
+        return [], None  # a correct call: no site to look up (its line number is a decode)
+    site = _reporting.site_of(frame)
     return _reporting.attribute(diagnoses, site), site
 
 

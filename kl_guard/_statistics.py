@@ -181,13 +181,16 @@ def compute(
 
 def screen(
     input: torch.Tensor, target: torch.Tensor, dim: int, sample_rows: int, log_target: bool
-) -> torch.Tensor:
-    """The cheap first look: four numbers per sampled row along ``dim``, in six kernels.
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The cheap first look along ``dim``, in three or four kernels.
 
-    Rows of ``[input max, input sum of exp, target min (max when log_target),
-    target sum (of exp when log_target)]``, shape ``[4, rows]``: enough to
-    confirm a correct call, where :func:`compute` would take three times as
-    many kernels. Anything the screen does not confirm is measured in full.
+    Returns the ``[2, rows]`` sums, over each sampled row, of ``exp(input)``
+    and of the target (of ``exp(target)`` when ``log_target``), and the
+    target's least value when it holds probabilities (None otherwise). A row
+    of log-probabilities has ``sum(exp) == 1``, which also bounds each of its
+    values by ``log(1 + tol)``: no maximum is needed. Enough to confirm a
+    correct call, where :func:`compute` takes three times as many kernels;
+    anything the screen does not confirm is measured in full.
     """
     k = rows_for(input.shape[dim], sample_rows)
     dtype = work_dtype(input.dtype)
@@ -196,8 +199,9 @@ def screen(
         t = sample_fibers(target, dim, k)
         i = i if i.dtype == dtype else i.to(dtype)
         t = t if t.dtype == dtype else t.to(dtype)
-        target_rows = (t.amax(-1), t.exp().sum(-1)) if log_target else (t.amin(-1), t.sum(-1))
-        return torch.stack((i.amax(-1), i.exp().sum(-1), *target_rows))
+        if log_target:
+            return torch.stack((i, t)).exp().sum(-1), None
+        return torch.stack((i.exp(), t)).sum(-1), t.amin()
 
 
 def _range(values: Sequence[float]) -> Range:

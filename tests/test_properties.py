@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 import kl_guard
 from helpers import Tensors
-from kl_guard._check import kl_div_unchecked
+from kl_guard._check import _screened_correct, describe, kl_div_unchecked
+from kl_guard._diagnosis import candidate_dims
 
 #: Every layout the core infers: its name and the dim holding the distribution.
 LAYOUTS = {
@@ -157,6 +158,23 @@ def test_correct_calls_are_silent(call: Draw, sample_rows: int) -> None:
     )
     # 'mean' is never the KL per sample: KLG001 by design, and nothing else.
     assert [f.code for f in found] == (["KLG001"] if call.reduction == "mean" else [])
+
+
+@given(call=correct_calls(), sample_rows=st.sampled_from([16, 64]))
+def test_the_screen_confirms_correct_calls_on_the_first_candidate_dim(
+    call: Draw, sample_rows: int
+) -> None:
+    # The fast path must really be taken: a screen that never passed would
+    # leave every check correct, but at the cost of the full statistics.
+    assume(candidate_dims(call.shape)[0] == call.dim)
+    inp, tgt = call.tensors()
+    assume_no_overflow(inp, tgt, call)
+    loss = kl_div_unchecked(inp, tgt, call.reduction, call.log_target)
+    described = describe(
+        inp, tgt, api="function", reduction=call.reduction, log_target=call.log_target
+    )
+    assert described is not None
+    assert _screened_correct(described, inp, tgt, loss, sample_rows)
 
 
 def assume_nowhere_normalized(x: torch.Tensor, dims: list[int], *, log: bool) -> None:
