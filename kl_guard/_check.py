@@ -206,7 +206,7 @@ def examine(
 def _screened_correct(
     call: Call, input: torch.Tensor, target: torch.Tensor, loss: object, sample_rows: int
 ) -> bool:
-    """The fast path of a correct call: four kernels at most, no full statistics."""
+    """The fast path of a correct call: three or four kernels, no full statistics."""
     dims = candidate_dims(call.shape)
     if (
         not dims
@@ -220,7 +220,10 @@ def _screened_correct(
         if reduced is None:
             return False
         value = reduced.item()
-    sums, target_min = _statistics.screen(input, target, dims[0], sample_rows, call.log_target)
+    # A reduced loss is NaN when a target value is negative: it stands for the target's minimum
+    sums, target_min = _statistics.screen(
+        input, target, dims[0], sample_rows, call.log_target, target_min=value is None
+    )
     least = None if target_min is None else target_min.item()
     return screen_passes(call, dims[0], sums.tolist(), least, value)
 

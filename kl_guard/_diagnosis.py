@@ -194,10 +194,17 @@ def screen_passes(
     log-probabilities, target in the space ``log_target`` says) and the loss
     is a plausible KL: then there is nothing to report. False sends the call
     to the full measurement; it never produces a finding by itself.
+
+    A target of probabilities needs ``target_min`` or the reduced ``loss``:
+    torch's loss is NaN when any target value is negative (``xlogy(t, t)``),
+    and it covers every row, not only the sampled ones.
     """
     input_expsum, target_total = sums
     tol = norm_tolerance(call.target.dtype)
-    if target_min is not None and not target_min >= -tol:  # (NaN fails too)
+    if target_min is None:
+        if not call.log_target and loss is None:
+            return False  # nothing says the target has no negative values
+    elif not target_min >= -tol:  # (NaN fails too)
         return False
     if 0.0 in target_total:
         # Masked padding: an all-zero target row (all -inf in log space); a

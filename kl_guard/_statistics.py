@@ -180,13 +180,20 @@ def compute(
 
 
 def screen(
-    input: torch.Tensor, target: torch.Tensor, dim: int, sample_rows: int, log_target: bool
+    input: torch.Tensor,
+    target: torch.Tensor,
+    dim: int,
+    sample_rows: int,
+    log_target: bool,
+    *,
+    target_min: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """The cheap first look along ``dim``, in three or four kernels.
 
     Returns the ``[2, rows]`` sums, over each sampled row, of ``exp(input)``
     and of the target (of ``exp(target)`` when ``log_target``), and the
-    target's least value when it holds probabilities (None otherwise). A row
+    target's least value when it holds probabilities and ``target_min`` asks
+    for it (None otherwise). A row
     of log-probabilities has ``sum(exp) == 1``, which also bounds each of its
     values by ``log(1 + tol)``: no maximum is needed. Enough to confirm a
     correct call, where :func:`compute` takes three times as many kernels;
@@ -201,7 +208,7 @@ def screen(
         t = t if t.dtype == dtype else t.to(dtype)
         if log_target:
             return torch.stack((i, t)).exp().sum(-1), None
-        return torch.stack((i.exp(), t)).sum(-1), t.amin()
+        return torch.stack((i.exp(), t)).sum(-1), t.amin() if target_min else None
 
 
 def _range(values: Sequence[float]) -> Range:

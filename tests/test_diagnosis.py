@@ -16,6 +16,7 @@ from kl_guard._diagnosis import (
     candidate_dims,
     classify,
     resolve_reduction,
+    screen_passes,
 )
 from kl_guard._statistics import Range, SideStats
 
@@ -93,6 +94,25 @@ def test_argument_findings_need_no_statistics() -> None:
         log_target=False,
     )
     assert [d.code for d in argument_findings(call)] == ["KLG001", "KLG005", "KLG008"]
+
+
+@pytest.mark.parametrize(
+    ("target_min", "loss", "passes"),
+    [
+        (0.0, None, True),  # reduction='none': the sampled minimum shows no negative value
+        (None, 0.1, True),  # a reduced loss that is not NaN shows none anywhere
+        (None, None, False),  # nothing shows it: the full measurement decides
+        (-0.05, None, False),
+        (float("nan"), None, False),
+        (None, float("nan"), False),
+    ],
+)
+def test_the_screen_passes_probabilities_only_when_none_can_be_negative(
+    target_min: float | None, loss: float | None, passes: bool
+) -> None:
+    call = Call(TensorInfo((2, 4), "float32"), TensorInfo((2, 4), "float32"), "sum", False)
+    sums = [[1.0, 1.0], [1.0, 1.0]]  # exp(input) and target, per row
+    assert screen_passes(call, 1, sums, target_min, loss) is passes
 
 
 def test_message_layout_line_by_line() -> None:
