@@ -15,7 +15,6 @@ import copy
 import dataclasses
 import functools
 import inspect
-import sys
 import threading
 import warnings
 import weakref
@@ -41,11 +40,6 @@ _is_compiling: Callable[[], bool] = (
 _is_dynamo_compiling: Callable[[], bool] = (
     getattr(torch.compiler, "is_dynamo_compiling", None) or torch._dynamo.is_compiling
 )
-# The caller's file, when it is the user's, is the call site without a walk
-# up the stack (user_frame): the common case, inlined into every call.
-_FILE_KINDS = _reporting._file_kinds
-_USER = _reporting._USER
-
 # What can be known of a call while it is traced, from its arguments alone.
 _TRACE_TIME_CODES = frozenset({"KLG001", "KLG005"})
 
@@ -216,12 +210,7 @@ def _wrapper(
     if view is None or getattr(_LOCAL, "busy", False):
         return wrapped(*args, **kwargs)
     try:
-        caller = sys._getframe(1)
-        frame = (
-            caller
-            if _FILE_KINDS.get(caller.f_code.co_filename) == _USER
-            else _reporting.user_frame(1)  # not plainly the user's own file: walk up
-        )
+        frame = _reporting.user_frame(1)
         # id(), not the code object: hashing a code object hashes its constants;
         # f_lasti, not f_lineno: the line number decodes the code's line table,
         # which alone cost more than the rest of this path (callgrind).
