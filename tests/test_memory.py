@@ -45,6 +45,7 @@ def test_ten_thousand_calls_keep_memory_flat() -> None:
     # Traced from the start: a cache entry allocated untraced and evicted
     # later would not count as freed, and its successor would look like growth.
     _statistics._row_index.cache_clear()
+    _statistics._flat_row_index.cache_clear()
     tracemalloc.start()
     try:
         kl_guard.install(mode="log", check_every=1, sample_rows=SAMPLE_ROWS)
@@ -83,4 +84,5 @@ def test_ten_thousand_calls_keep_memory_flat() -> None:
         ("KLG004", checks),
     ] * 2
     assert _statistics._row_index.cache_info().currsize <= 256
+    assert _statistics._flat_row_index.cache_info().currsize <= 256
     assert len(_reporting._file_kinds) < 50

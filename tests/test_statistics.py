@@ -14,9 +14,14 @@ from kl_guard._statistics import _row_index, compute, layout, sample_fibers, unp
     shape=st.lists(st.integers(1, 7), min_size=1, max_size=4),
     data=st.data(),
     k=st.integers(1, 9),
+    contiguous=st.booleans(),
 )
-def test_sample_fibers_matches_a_reference(shape: list[int], data: st.DataObject, k: int) -> None:
-    x = torch.arange(math.prod(shape), dtype=torch.float32).reshape(shape)
+def test_sample_fibers_matches_a_reference(
+    shape: list[int], data: st.DataObject, k: int, contiguous: bool
+) -> None:
+    # contiguous tensors take index_select on a flat view; strided ones advanced indexing
+    x = torch.arange(2 * math.prod(shape), dtype=torch.float32).reshape(*shape, 2)[..., 0]
+    x = x.contiguous() if contiguous else x
     dim = data.draw(st.integers(0, len(shape) - 1))
     rows = sample_fibers(x, dim, k)
     reference = x.movedim(dim, -1).reshape(-1, shape[dim])
