@@ -203,16 +203,19 @@ def screen(
     *,
     target_min: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The cheap first look along ``dim``, in three or four kernels.
+    """The cheap first look along ``dim``: three kernels for a small ``[N, C]`` call.
+
+    (One more for ``target_min``; for a large tensor, one per tensor to sample
+    its rows and one more to sum each sample apart.)
 
     Returns the ``[2, rows]`` sums, over each sampled row, of ``exp(input)``
     and of the target (of ``exp(target)`` when ``log_target``), and the
     target's least value when it holds probabilities and ``target_min`` asks
-    for it (None otherwise). A row
-    of log-probabilities has ``sum(exp) == 1``, which also bounds each of its
-    values by ``log(1 + tol)``: no maximum is needed. Enough to confirm a
-    correct call, where :func:`compute` takes three times as many kernels;
-    anything the screen does not confirm is measured in full.
+    for it (None otherwise). A row of log-probabilities has ``sum(exp) == 1``,
+    which also bounds each of its values by ``log(1 + tol)``: no maximum is
+    needed. Enough to confirm a correct call, where :func:`compute` takes
+    several times as many kernels; anything the screen does not confirm is
+    measured in full.
     """
     k = rows_for(input.shape[dim], sample_rows)
     dtype = work_dtype(input.dtype)
