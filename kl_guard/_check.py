@@ -185,14 +185,16 @@ def examine(
     loss: object,
     *,
     sample_rows: int,
+    loss_from_torch: bool = True,
 ) -> list[Diagnosis]:
     """Every diagnosis of one call, synchronously.
 
     The device is read back once; a second time only when a tensor is
     already off on its class dimension, to tell a wrong dimension (KLG006)
-    from the rest.
+    from the rest. ``loss_from_torch``: ``loss`` is what torch's kl_div
+    returned for these tensors (not a value the caller passed on its own).
     """
-    if _screened_correct(call, input, target, loss, sample_rows):
+    if _screened_correct(call, input, target, loss, sample_rows, loss_from_torch):
         return argument_findings(call)
     m = measure(call, input, target, loss, sample_rows=sample_rows)
     stats, loss_value = conclude(m, m.read())
@@ -204,7 +206,12 @@ def examine(
 
 
 def _screened_correct(
-    call: Call, input: torch.Tensor, target: torch.Tensor, loss: object, sample_rows: int
+    call: Call,
+    input: torch.Tensor,
+    target: torch.Tensor,
+    loss: object,
+    sample_rows: int,
+    loss_from_torch: bool,
 ) -> bool:
     """The fast path of a correct call: three or four kernels, no full statistics."""
     dims = candidate_dims(call.shape)
@@ -220,9 +227,15 @@ def _screened_correct(
         if reduced is None:
             return False
         value = reduced.item()
-    # A reduced loss is NaN when a target value is negative: it stands for the target's minimum
+    # torch's reduced loss is NaN when a target value is negative: it stands
+    # for the target's minimum; a loss from elsewhere does not.
     sums, target_min = _statistics.screen(
-        input, target, dims[0], sample_rows, call.log_target, target_min=value is None
+        input,
+        target,
+        dims[0],
+        sample_rows,
+        call.log_target,
+        target_min=value is None or not loss_from_torch,
     )
     least = None if target_min is None else target_min.item()
     return screen_passes(call, dims[0], sums.tolist(), least, value)
@@ -267,7 +280,10 @@ def check(
             "kl_guard.check: input and target must be tensors, not "
             f"{type(input).__name__} and {type(target).__name__}."
         )
-    if loss is None and judgeable(input) and judgeable(target):
+    given = loss is not None
+    if not given and judgeable(input) and judgeable(target):
         loss = kl_div_unchecked(input, target, reduction, log_target)
-    diagnoses = examine(call, input, target, loss, sample_rows=sample_rows)
+    diagnoses = examine(
+        call, input, target, loss, sample_rows=sample_rows, loss_from_torch=not given
+    )
     return attribute(diagnoses, site_of(user_frame(1)))

@@ -195,16 +195,19 @@ def screen_passes(
     is a plausible KL: then there is nothing to report. False sends the call
     to the full measurement; it never produces a finding by itself.
 
-    A target of probabilities needs ``target_min`` or the reduced ``loss``:
-    torch's loss is NaN when any target value is negative (``xlogy(t, t)``),
-    and it covers every row, not only the sampled ones.
+    A target of probabilities needs ``target_min`` or torch's reduced
+    ``loss``: that is NaN when any target value is negative (``xlogy(t, t)``),
+    over every row, not only the sampled ones. No negative value passes, not
+    even within the tolerance: torch's loss is NaN there too.
+
+    Every bound is at least as strict as :func:`classify`'s, so a call the
+    screen passes is one the full measurement would find correct.
     """
     input_expsum, target_total = sums
-    tol = norm_tolerance(call.target.dtype)
     if target_min is None:
         if not call.log_target and loss is None:
             return False  # nothing says the target has no negative values
-    elif not target_min >= -tol:  # (NaN fails too)
+    elif not target_min >= 0:  # (NaN fails too)
         return False
     if 0.0 in target_total:
         # Masked padding: an all-zero target row (all -inf in log space); a
@@ -218,20 +221,27 @@ def screen_passes(
     if math.isnan(sum(input_expsum) + sum(target_total)):
         return False
     classes = call.shape[dim]
-    if not _logs_near_zero(input_expsum, lse_tolerance(call.input.dtype, classes)):
+    if not _logs_near_zero(input_expsum, call.input.dtype, classes):
         return False
+    tol = norm_tolerance(call.target.dtype)
     if call.log_target:
-        if not _logs_near_zero(target_total, lse_tolerance(call.target.dtype, classes)):
+        if not _logs_near_zero(target_total, call.target.dtype, classes):
             return False
     elif not Range(min(target_total), max(target_total)).within(1.0, tol):
         return False
     return loss is None or (math.isfinite(loss) and loss >= -loss_tolerance(call, classes))
 
 
-def _logs_near_zero(exp_sums: Sequence[float], tol: float) -> bool:
-    """Whether every log(exp_sum), a row's logsumexp, is within ``tol`` of 0."""
+def _logs_near_zero(exp_sums: Sequence[float], dtype: str, classes: int) -> bool:
+    """Whether each row's logsumexp, log(exp_sum), says log-probabilities as
+    :func:`classify` would: within the logsumexp tolerance of 0, and at most
+    the norm tolerance above it, which bounds every value of the row by the
+    norm tolerance (``classify``'s bound on the maximum) with no maximum read."""
     low, high = min(exp_sums), max(exp_sums)
-    return low > 0 and abs(math.log(low)) <= tol and abs(math.log(high)) <= tol
+    if not low > 0:
+        return False
+    tol = lse_tolerance(dtype, classes)
+    return -tol <= math.log(low) and math.log(high) <= min(tol, norm_tolerance(dtype))
 
 
 def lse_tolerance(dtype: str, classes: int) -> float:

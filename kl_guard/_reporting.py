@@ -34,7 +34,7 @@ _INTERNAL_PREFIXES = tuple(
 _USER = 0  # a file of the user's (first: falsy, the one test of the common call)
 _LIBRARY = 1  # torch, wrapt or kl_guard
 _FX_GRAPH = 2  # FX graph code, which torch.compile's eager backend runs: torch's
-_SYNTHETIC = 3  # "<string>" and the like: torch's when torch runs it, else the user's
+_SYNTHETIC = 3  # "<string>" and the like: torch's when its compiler runs it, else the user's
 _file_kinds: dict[str, int] = {}
 
 
@@ -86,9 +86,24 @@ def user_frame(depth: int = 1) -> FrameType | None:
     return None
 
 
+# Where the code that torch compiles from a string is called from: its
+# compiler stack. Not torch.nn: a module's forward written in "<string>" (a
+# REPL, exec, doctest) is called by Module.__call__ and is the user's.
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
+_COMPILER_PREFIXES = tuple(
+    os.path.join(_TORCH_DIR, package) + os.sep
+    for package in ("_dynamo", "_functorch", "_inductor", "_higher_order_ops", "_export", "fx")
+)
+
+
 def _called_by_torch(frame: FrameType) -> bool:
     caller = frame.f_back
-    return caller is not None and _file_kind(caller.f_code.co_filename) in (_LIBRARY, _FX_GRAPH)
+    if caller is None:
+        return False
+    filename = caller.f_code.co_filename
+    return _file_kind(filename) == _FX_GRAPH or os.path.abspath(filename).startswith(
+        _COMPILER_PREFIXES
+    )
 
 
 def _rewritten_by_dynamo(code: CodeType) -> bool:

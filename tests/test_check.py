@@ -163,3 +163,35 @@ def test_sampling_bounds_the_rows_read() -> None:
     assert "KLG007" not in [f.code for f in found]
     found = kl_guard.check(inp, tgt, reduction="batchmean", sample_rows=4096)
     assert "KLG007" in [f.code for f in found]
+
+
+# What the screen (the fast path of a correct call) must not let through: each
+# of these the full measurement reports.
+
+
+def test_a_loss_passed_in_does_not_vouch_for_the_target() -> None:
+    # torch's own loss would be NaN with a negative target value; one passed in need not be
+    inp, tgt = F.log_softmax(logits(8, 10), 1), F.softmax(logits(8, 10, seed=1), 1)
+    tgt[3] = torch.tensor([0.6, -0.3, 0.7] + [0.0] * 7)
+    codes = {
+        f.code for f in kl_guard.check(inp, tgt, reduction="batchmean", loss=torch.tensor(0.2))
+    }
+    assert "KLG007" in codes
+
+
+def test_a_zero_sum_target_row_with_negative_values_is_not_padding() -> None:
+    inp, tgt = F.log_softmax(logits(8, 10), 1), F.softmax(logits(8, 10, seed=1), 1)
+    tgt[3] = 0
+    tgt[3, 0], tgt[3, 1] = 0.004, -0.004
+    assert kl_guard.check(inp, tgt, reduction="none")
+
+
+def test_a_low_precision_input_above_zero_is_not_log_probabilities() -> None:
+    # Its logsumexp is within bfloat16's rounding of 0 over 1000 classes, but a value of
+    # 0.04 is above what the full measurement allows a log-probability
+    inp = F.log_softmax(logits(8, 1000), 1).bfloat16()
+    row = torch.full((1000,), -30.0)
+    row[0] = 0.04
+    inp[2] = row.bfloat16()
+    tgt = F.softmax(logits(8, 1000, seed=1), 1)
+    assert [f.code for f in kl_guard.check(inp, tgt, reduction="batchmean")] == ["KLG003"]

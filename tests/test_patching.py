@@ -70,6 +70,19 @@ def test_code_the_user_runs_from_a_string_is_the_users() -> None:
     assert {f.location for f in g.findings} == {"<string>:3"}
 
 
+def test_a_module_written_in_a_string_is_the_users() -> None:
+    # Its forward is called by torch (Module.__call__), but not by torch's compiler.
+    source = (
+        "class Distill(nn.Module):\n"
+        "    def forward(self, s, t):\n"
+        "        return F.kl_div(F.softmax(s, 1), F.softmax(t, 1), reduction='batchmean')\n"
+        "Distill()(logits(4, 5), logits(4, 5, seed=1))\n"
+    )
+    with kl_guard.guard(mode="log") as g:
+        exec(compile(source, "<string>", "exec"), globals())
+    assert {f.location for f in g.findings} == {"<string>:3"}
+
+
 def test_module_warning_points_at_the_users_line_and_is_checked_once() -> None:
     kl_guard.install()
     loss = nn.KLDivLoss(reduction="batchmean")

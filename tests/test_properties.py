@@ -174,7 +174,7 @@ def test_the_screen_confirms_correct_calls_on_the_first_candidate_dim(
         inp, tgt, api="function", reduction=call.reduction, log_target=call.log_target
     )
     assert described is not None
-    assert _screened_correct(described, inp, tgt, loss, sample_rows)
+    assert _screened_correct(described, inp, tgt, loss, sample_rows, loss_from_torch=True)
 
 
 def assume_nowhere_normalized(x: torch.Tensor, dims: list[int], *, log: bool) -> None:
