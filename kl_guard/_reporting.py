@@ -60,9 +60,9 @@ def user_frame(depth: int = 1) -> FrameType | None:
     called from the user's function with its bytecode rewritten by dynamo
     (which no longer maps to the loss's line); both are skipped, so the call
     site is the line that called the compiled function, at run time as at
-    trace time. So is code that torch compiles from a string and calls itself
-    (AOTAutograd's ``<string>`` wrappers): a ``<string>`` frame is the user's
-    only when the user ran it (``python -c``, ``exec``).
+    trace time. So is code that torch's compiler builds from a string and
+    calls (AOTAutograd's ``<string>`` wrappers); any other ``<string>`` frame
+    is the user's (``python -c``, ``exec``, a REPL, a doctest).
     """
     try:
         frame: FrameType | None = sys._getframe(depth + 1)
