@@ -24,28 +24,40 @@ from kl_guard._findings import Finding
 
 logger = logging.getLogger("kl_guard")
 
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
 _INTERNAL_PREFIXES = tuple(
     os.path.dirname(os.path.abspath(path)) + os.sep
     for path in (torch.__file__, wrapt.__file__, __file__)
     if path
 )
+# torch's compiler stack, which builds code from strings and calls it. Not
+# torch.nn: a module's forward written in "<string>" (a REPL, exec, doctest)
+# is called by Module.__call__ and is the user's.
+_COMPILER_PREFIXES = tuple(
+    os.path.join(_TORCH_DIR, package) + os.sep
+    for package in ("_dynamo", "_functorch", "_inductor", "_higher_order_ops", "_export", "fx")
+)
 
 # What a code object's file says of whose code it is.
 _USER = 0  # a file of the user's (first: falsy, the one test of the common call)
 _LIBRARY = 1  # torch, wrapt or kl_guard
-_FX_GRAPH = 2  # FX graph code, which torch.compile's eager backend runs: torch's
-_SYNTHETIC = 3  # "<string>" and the like: torch's when its compiler runs it, else the user's
+_COMPILER = 2  # torch's compiler stack: library code, and the caller of generated code
+_FX_GRAPH = 3  # FX graph code, which torch.compile's eager backend runs: torch's
+_SYNTHETIC = 4  # "<string>" and the like: torch's when its compiler runs it, else the user's
 _file_kinds: dict[str, int] = {}
 
 
 def _file_kind(filename: str) -> int:
     kind = _file_kinds.get(filename)
     if kind is None:
+        path = os.path.abspath(filename)
         if filename.startswith("<eval_with_key>"):
             kind = _FX_GRAPH
         elif filename.startswith("<"):
             kind = _SYNTHETIC
-        elif os.path.abspath(filename).startswith(_INTERNAL_PREFIXES):
+        elif path.startswith(_COMPILER_PREFIXES):
+            kind = _COMPILER
+        elif path.startswith(_INTERNAL_PREFIXES):
             kind = _LIBRARY
         else:
             kind = _USER
@@ -86,24 +98,9 @@ def user_frame(depth: int = 1) -> FrameType | None:
     return None
 
 
-# Where the code that torch compiles from a string is called from: its
-# compiler stack. Not torch.nn: a module's forward written in "<string>" (a
-# REPL, exec, doctest) is called by Module.__call__ and is the user's.
-_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
-_COMPILER_PREFIXES = tuple(
-    os.path.join(_TORCH_DIR, package) + os.sep
-    for package in ("_dynamo", "_functorch", "_inductor", "_higher_order_ops", "_export", "fx")
-)
-
-
 def _called_by_torch(frame: FrameType) -> bool:
     caller = frame.f_back
-    if caller is None:
-        return False
-    filename = caller.f_code.co_filename
-    return _file_kind(filename) == _FX_GRAPH or os.path.abspath(filename).startswith(
-        _COMPILER_PREFIXES
-    )
+    return caller is not None and _file_kind(caller.f_code.co_filename) in (_COMPILER, _FX_GRAPH)
 
 
 def _rewritten_by_dynamo(code: CodeType) -> bool:
