@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import functools
 import inspect
+import sys
 import threading
 import warnings
 import weakref
@@ -33,6 +34,8 @@ from kl_guard._findings import Finding
 from kl_guard._policy import SitePolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_getframe = sys._getframe
 
 _is_compiling: Callable[[], bool] = (
     getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
@@ -141,6 +144,7 @@ class _View:
     config: Config
     layer: _Layer
     records: tuple[_reporting.Record, ...]
+    policy: SitePolicy
 
 
 @dataclasses.dataclass
@@ -178,7 +182,7 @@ class _State:
         self.view = (
             None
             if top.config.mode is Mode.OFF
-            else _View(top.config, top, tuple(layer.record for layer in layers))
+            else _View(top.config, top, tuple(layer.record for layer in layers), top.policy)
         )
 
 
@@ -200,22 +204,55 @@ def _wrapper(
     """The wrapper of both entry points: ``instance`` is the module for
     ``KLDivLoss.forward`` and None for ``F.kl_div``.
 
-    The path of a call that is not checked is this function and the policy:
-    about a microsecond, on top of wrapt's own call.
+    The steady state of a loop, ``F.kl_div`` called again from the line of
+    the user's code that called it last, in a stretch the policy lets
+    through, is this function alone: no frame walk, no key, no look-up.
+    """
+    __tracebackhide__ = True  # see _reporting.emit
+    if _is_dynamo_compiling():  # its symbolic pass must not reach _getframe: a graph break
+        return wrapped(*args, **kwargs)
+    view = _STATE.view
+    if view is None:
+        return wrapped(*args, **kwargs)
+    if instance is None:
+        # ``latest`` only ever names a frame of the user's code that called
+        # F.kl_div itself, never torch's KLDivLoss.forward: no busy check.
+        frame = _getframe(1)
+        code, lasti, site = view.policy.latest
+        if frame.f_code is code and frame.f_lasti == lasti and site.skip > 0:
+            site.skip -= 1  # a lost decrement between threads only delays a check
+            return wrapped(*args, **kwargs)
+    return _scheduled_call(wrapped, instance, args, kwargs, view)
+
+
+def _scheduled_call(
+    wrapped: Callable[..., Any],
+    instance: Any,
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    view: _View,
+) -> Any:
+    """A call the fast path did not let through: find its site, ask the policy.
+
+    The later passes of torch.compile (AOTAutograd, inductor), which run the
+    call as Python on fake tensors, always come here: their frames are
+    torch's, never the ``latest`` of the fast path.
     """
     __tracebackhide__ = True  # see _reporting.emit
     if _is_compiling():
-        return _traced_call(wrapped, args, kwargs, instance)
-    view = _STATE.view
-    if view is None or getattr(_LOCAL, "busy", False):
+        return _traced_call(wrapped, args, kwargs, instance, view)
+    if getattr(_LOCAL, "busy", False):
         return wrapped(*args, **kwargs)
     try:
-        frame = _reporting.user_frame(1)
+        frame = _reporting.user_frame(2)
         # id(), not the code object: hashing a code object hashes its constants;
         # f_lasti, not f_lineno: the line number decodes the code's line table,
         # which alone cost more than the rest of this path (callgrind).
-        site = (id(frame.f_code), frame.f_lasti) if frame is not None else None
-        checked = view.layer.policy.should_check(site, view.config)
+        key = (id(frame.f_code), frame.f_lasti) if frame is not None else None
+        site = view.policy.site(key, view.config)
+        if instance is None and frame is not None and frame is _getframe(2):
+            view.policy.latest = (frame.f_code, frame.f_lasti, site)
+        checked = site.due(view.config)
     except Exception as exc:
         _reporting.internal_error(exc)
         return wrapped(*args, **kwargs)
@@ -368,19 +405,22 @@ class _Wrapper(wrapt.FunctionWrapper[..., Any]):
 
 
 def _traced_call(
-    wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any
+    wrapped: Callable[..., Any],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    instance: Any,
+    view: _View,
 ) -> Any:
     """A call seen while torch.compile traces: leave the graph alone.
 
-    Dynamo's own symbolic pass never reaches past ``_is_dynamo_compiling()``,
+    Dynamo's own symbolic pass never gets here (``_wrapper`` returns first),
     so nothing here can add a graph break. The later tracing passes
     (AOTAutograd, inductor) run this as plain Python on fake tensors: the
     argument-level findings (KLG001, KLG005) are reported then, once per
     compilation, since the compiled code never calls back into kl_guard.
     """
     __tracebackhide__ = True  # see _reporting.emit
-    view = _STATE.view
-    if view is None or _is_dynamo_compiling() or getattr(_LOCAL, "busy", False):
+    if getattr(_LOCAL, "busy", False):
         return wrapped(*args, **kwargs)
     _filter_mean_warning()
     try:
@@ -388,7 +428,7 @@ def _traced_call(
         diagnoses = [
             d for d in (argument_findings(call) if call else []) if d.code in _TRACE_TIME_CODES
         ]
-        site = _reporting.site_of(_reporting.user_frame(2))
+        site = _reporting.site_of(_reporting.user_frame(3))
         findings = _reporting.attribute(_TRACE_REPORTS.first(diagnoses, site), site)
     except Exception as exc:
         _reporting.internal_error(exc)
@@ -443,7 +483,8 @@ _PENDING: collections.deque[_Pending] = collections.deque()
 def _defers(input: Any, config: Config) -> bool:
     if config.mode not in (Mode.WARN, Mode.LOG) or not isinstance(input, torch.Tensor):
         return False
-    return input.device.type == "cuda" or (_DEFER_ON_CPU and input.device.type == "cpu")
+    # is_cuda, not device.type: no device object built on every checked call
+    return input.is_cuda or (_DEFER_ON_CPU and input.device.type == "cpu")
 
 
 def _defer(measurement: _check.Measurement, view: _View, site: _reporting.CallSite | None) -> None:
@@ -547,6 +588,10 @@ def _unpatch(state: _State) -> None:
     _unfilter_mean_warning()
 
 
+def _schedule(config: Config) -> tuple[int | None, int, int]:
+    return config.check_every, config.warmup, config.max_interval
+
+
 def install(mode: Mode | str | None = None, **options: Any) -> None:
     """Patch the KL entry points for the rest of the program (or until :func:`uninstall`).
 
@@ -559,6 +604,8 @@ def install(mode: Mode | str | None = None, **options: Any) -> None:
         if _STATE.base is None:
             _STATE.base = _Layer(config)
         else:
+            if _schedule(config) != _schedule(_STATE.base.config):
+                _STATE.base.policy = SitePolicy()  # a new schedule starts afresh at every site
             _STATE.base.config = config
         _STATE.refresh()
 

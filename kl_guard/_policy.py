@@ -4,8 +4,46 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Hashable
+from types import CodeType
 
 from kl_guard._config import Config
+
+
+class Site:
+    """The schedule of one call site.
+
+    ``skip`` counts the calls still to let through before the next check.
+    The wrapper's fast path reads and decrements it in place, with no call
+    into the policy; everything else happens in :meth:`due`.
+    """
+
+    __slots__ = ("skip", "checks", "gap")
+
+    def __init__(self, warmup: int) -> None:
+        self.skip = 0
+        self.checks = 0
+        self.gap = warmup
+
+    def due(self, config: Config) -> bool:
+        """Count one call; whether it is checked."""
+        # ``> 0``, not truth: threads racing on ``skip`` may take it below 0,
+        # which then only means the next call is checked.
+        if self.skip > 0:
+            self.skip -= 1
+            return False
+        self.checks += 1
+        if config.check_every is not None:
+            self.skip = config.check_every - 1
+        elif self.checks >= config.warmup:
+            if self.checks > config.warmup:
+                self.gap *= 2
+            self.gap = min(self.gap, config.max_interval)
+            self.skip = self.gap - 1
+        return True
+
+
+#: No site: what :attr:`SitePolicy.latest` holds before the first call.
+_NO_SITE = Site(1)
 
 
 class SitePolicy:
@@ -19,30 +57,25 @@ class SitePolicy:
     ``check_every=N``: the first call and every N-th after it.
     """
 
-    __slots__ = ("_lock", "_sites")
+    __slots__ = ("_lock", "_sites", "latest")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        # site -> [calls seen, next call to check beyond warmup, current gap]
-        self._sites: dict[Hashable, list[int]] = {}
+        self._sites: dict[Hashable, Site] = {}
+        #: ``(code, f_lasti, site)`` of the latest ``F.kl_div`` call made
+        #: straight from the user's code: the wrapper recognizes a repeat of
+        #: it by identity, with no frame walk, key or dictionary look-up.
+        self.latest: tuple[CodeType | None, int, Site] = (None, -1, _NO_SITE)
 
-    def should_check(self, site: Hashable, config: Config) -> bool:
-        state = self._sites.get(site)
-        if state is None:
+    def site(self, key: Hashable, config: Config) -> Site:
+        site = self._sites.get(key)
+        if site is None:
             with self._lock:
-                state = self._sites.setdefault(site, [0, 2 * config.warmup, config.warmup])
-        # A lost increment between threads only shifts which call is checked.
-        state[0] += 1
-        calls = state[0]
-        if config.check_every is not None:
-            return (calls - 1) % config.check_every == 0
-        if calls <= config.warmup:
-            return True
-        if calls < state[1]:
-            return False
-        gap = min(state[2] * 2, config.max_interval)
-        state[1], state[2] = calls + gap, gap
-        return True
+                site = self._sites.setdefault(key, Site(config.warmup))
+        return site
+
+    def should_check(self, key: Hashable, config: Config) -> bool:
+        return self.site(key, config).due(config)
 
     def __len__(self) -> int:
         return len(self._sites)

@@ -20,7 +20,8 @@ from torch import nn
 import kl_guard
 from helpers import logits
 from kl_guard import _patching
-from kl_guard._policy import SitePolicy
+from kl_guard._config import Config
+from kl_guard._policy import Site
 
 ORIGINAL_KL_DIV = F.kl_div
 ORIGINAL_FORWARD = vars(nn.KLDivLoss)["forward"]
@@ -127,12 +128,12 @@ def test_a_call_in_flight_across_uninstall_leaves_nothing_behind(
 ) -> None:
     """The call read its view while installed; uninstall() runs before it checks."""
     in_call, uninstalled = threading.Event(), threading.Event()
-    should_check = SitePolicy.should_check
+    due = Site.due
 
-    def paused(self: SitePolicy, *args: object) -> bool:
+    def paused(self: Site, config: Config) -> bool:
         in_call.set()
         assert uninstalled.wait(10)
-        return should_check(self, *args)  # type: ignore[arg-type]
+        return due(self, config)
 
     inp, tgt = F.log_softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1)
     expected = F.kl_div(inp, tgt, reduction="batchmean")
@@ -140,7 +141,7 @@ def test_a_call_in_flight_across_uninstall_leaves_nothing_behind(
     kl_guard.install(mode="log", check_every=1)
     # The filter is put back at each check, since user code may reset the filters.
     warnings.resetwarnings()
-    monkeypatch.setattr(SitePolicy, "should_check", paused)
+    monkeypatch.setattr(Site, "due", paused)
 
     def call() -> None:
         results.append(F.kl_div(inp, tgt, reduction="batchmean"))

@@ -50,7 +50,8 @@ def broken(*args: object, **kwargs: object) -> object:
 # (where the stage is looked up, its name, the mode that reaches it)
 STAGES = [
     (_reporting, "user_frame", "raise"),
-    (_policy.SitePolicy, "should_check", "raise"),
+    (_policy.SitePolicy, "site", "raise"),
+    (_policy.Site, "due", "raise"),
     (_patching, "_filter_mean_warning", "raise"),
     (_patching, "_bind", "raise"),
     (_check, "describe", "raise"),

@@ -243,6 +243,35 @@ def test_default_policy_checks_the_first_calls_then_backs_off() -> None:
     assert finding.count == 11
 
 
+def test_lines_that_take_turns_keep_their_own_schedules() -> None:
+    """The fast path remembers one line; another line in between must not
+    shift either line's checks."""
+    kl_guard.install(mode="log")
+    criterion = nn.KLDivLoss(reduction="batchmean")
+    for _ in range(100):
+        F.kl_div(*probs_input(), reduction="batchmean")
+        F.kl_div(*probs_input(), reduction="batchmean")
+        criterion(*probs_input())
+    findings = [f for f in kl_guard.findings() if f.code == "KLG003"]
+    assert len({f.location for f in findings}) == 3
+    assert [f.count for f in findings] == [11, 11, 11]
+
+
+def test_a_new_schedule_applies_from_the_next_call() -> None:
+    def misuse(calls: int) -> None:
+        for _ in range(calls):
+            F.kl_div(*probs_input(), reduction="batchmean")
+
+    kl_guard.install(mode="log")
+    misuse(20)  # past the warmup: the next check would be call 32
+    kl_guard.install(mode="log", check_every=1)
+    misuse(3)
+    assert kl_guard.findings()[0].count == 9 + 3
+    kl_guard.install(mode="log", check_every=1, sample_rows=16)  # the same schedule
+    misuse(1)
+    assert kl_guard.findings()[0].count == 9 + 4
+
+
 def test_check_every() -> None:
     kl_guard.install(mode="log", check_every=10)
     for _ in range(100):

@@ -1,0 +1,60 @@
+"""The schedule of checks at one call site, and the policy's table of sites."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kl_guard._config import Config
+from kl_guard._policy import Site, SitePolicy
+
+
+def checked_calls(config: Config, calls: int, site: Site | None = None) -> list[int]:
+    site = Site(config.warmup) if site is None else site
+    return [n for n in range(1, calls + 1) if site.due(config)]
+
+
+def test_default_schedule_checks_the_warmup_then_doubles_the_gap() -> None:
+    config = Config(warmup=4, max_interval=32)
+    assert checked_calls(config, 200) == [1, 2, 3, 4, 8, 16, 32, 64, 96, 128, 160, 192]
+
+
+def test_check_every_checks_the_first_call_and_every_nth_after() -> None:
+    assert checked_calls(Config(check_every=3), 10) == [1, 4, 7, 10]
+    assert checked_calls(Config(check_every=1), 4) == [1, 2, 3, 4]
+
+
+@given(
+    warmup=st.integers(1, 16),
+    max_interval=st.integers(1, 64),
+    calls=st.integers(1, 2_000),
+)
+def test_default_schedule_properties(warmup: int, max_interval: int, calls: int) -> None:
+    config = Config(warmup=warmup, max_interval=max_interval)
+    checks = checked_calls(config, calls)
+    assert checks[: min(warmup, calls)] == list(range(1, min(warmup, calls) + 1))
+    gaps = [b - a for a, b in zip(checks, checks[1:], strict=False)]
+    # the gap never shrinks and never exceeds the cap
+    assert gaps == sorted(gaps)
+    assert all(gap <= max_interval for gap in gaps)
+    # no stretch longer than the cap goes unchecked, the last one included
+    assert calls - checks[-1] < max_interval
+
+
+def test_a_skip_taken_below_zero_by_racing_threads_means_check_next() -> None:
+    config = Config(check_every=5)
+    site = Site(config.warmup)
+    assert site.due(config)
+    site.skip = -1  # two threads both decremented the last skip
+    assert checked_calls(config, 6, site) == [1, 6]
+
+
+def test_sites_are_kept_apart_and_made_once() -> None:
+    policy = SitePolicy()
+    config = dataclasses.replace(Config(), check_every=2)
+    assert [policy.should_check("a", config) for _ in range(3)] == [True, False, True]
+    assert policy.should_check("b", config)
+    assert policy.site("a", config) is policy.site("a", config)
+    assert len(policy) == 2
