@@ -22,6 +22,7 @@ from kl_guard._diagnosis import (
     other_dims,
     resolve_reduction,
     screen_passes,
+    screen_plan,
     tensor_findings,
     wants_more_dims,
 )
@@ -31,6 +32,11 @@ from kl_guard._reporting import attribute, site_of, user_frame
 Stats = dict[int, _statistics.DimStats]
 
 _DTYPE_NAMES: dict[torch.dtype, str] = {}
+# Plain tensors: no subclass (fake, meta, DTensor), so plain int shapes.
+_PLAIN = (torch.Tensor, torch.nn.Parameter)
+# The calls described so far, by signature (see describe).
+_CALLS: dict[tuple[object, ...], Call | None] = {}
+_CALLS_LIMIT = 256
 _REDUCTION_ENUM = {"none": 0, "mean": 1, "sum": 2, "batchmean": 2}
 _is_functorch_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
 
@@ -41,7 +47,7 @@ def judgeable(x: object) -> bool:
     Tensor subclasses (fake, meta, DTensor, functorch's batched and grad
     wrappers) and non-float, empty or 0-d tensors are skipped, not guessed at.
     """
-    if type(x) not in (torch.Tensor, torch.nn.Parameter):
+    if type(x) not in _PLAIN:
         return False
     assert isinstance(x, torch.Tensor)
     if not x.is_floating_point() or x.dim() == 0 or x.numel() == 0 or x.is_meta:
@@ -68,7 +74,53 @@ def describe(
     reduction: object = "mean",
     log_target: object = False,
 ) -> Call | None:
-    """The :class:`Call` for these arguments, or None when they are not tensors."""
+    """The :class:`Call` for these arguments, or None when they are not tensors.
+
+    A loop makes the same call again and again: a call of plain tensors and
+    plain arguments is described once per signature (shapes, dtypes, flags).
+    """
+    grad_enabled = torch.is_grad_enabled()
+    if (
+        type(input) in _PLAIN
+        and type(target) in _PLAIN
+        and size_average is None
+        and reduce is None
+        and type(reduction) is str
+        and type(log_target) is bool
+    ):
+        assert isinstance(input, torch.Tensor) and isinstance(target, torch.Tensor)
+        key = (
+            api,
+            input.shape,
+            input.dtype,
+            input.requires_grad,
+            target.shape,
+            target.dtype,
+            target.requires_grad,
+            reduction,
+            log_target,
+            grad_enabled,
+        )
+        call = _CALLS.get(key)
+        if call is None:
+            call = _describe(input, target, api, None, None, reduction, log_target, grad_enabled)
+            if len(_CALLS) >= _CALLS_LIMIT:  # shapes that keep changing: the oldest goes
+                _CALLS.pop(next(iter(_CALLS)), None)
+            _CALLS[key] = call
+        return call
+    return _describe(input, target, api, size_average, reduce, reduction, log_target, grad_enabled)
+
+
+def _describe(
+    input: object,
+    target: object,
+    api: Api,
+    size_average: object,
+    reduce: object,
+    reduction: object,
+    log_target: object,
+    grad_enabled: bool,
+) -> Call | None:
     input_info, target_info = _info(input), _info(target)
     if input_info is None or target_info is None:
         return None
@@ -81,7 +133,7 @@ def describe(
         reduction_arg=reduction,
         size_average=size_average,
         reduce=reduce,
-        grad_enabled=torch.is_grad_enabled(),
+        grad_enabled=grad_enabled,
     )
 
 
@@ -144,18 +196,21 @@ def measure(
     dims = candidate_dims(shape) if dims is None else dims
     spec = _statistics.layout(shape, dims, sample_rows, elementwise is not None)
     packed = _statistics.compute(input.detach(), target.detach(), elementwise, dims, sample_rows)
-    return Measurement(call, spec, packed, _reduced_loss(call, loss))
+    reduced = _reduced_loss(call, loss)
+    return Measurement(call, spec, packed, None if reduced is None else reduced.detach())
 
 
 def _reduced_loss(call: Call, loss: object) -> torch.Tensor | None:
-    """The loss of a reduced call as a one-element float tensor, when it can be read."""
+    """The loss of a reduced call as a one-element float tensor, when it can be
+    read. Not detached: :class:`Measurement` detaches what it keeps; a value
+    read at once needs no copy of the tensor."""
     if (
         call.reduction != "none"
         and type(loss) is torch.Tensor
         and loss.numel() == 1
         and loss.is_floating_point()
     ):
-        return loss.detach()
+        return loss
     return None
 
 
@@ -214,12 +269,8 @@ def _screened_correct(
     loss_from_torch: bool,
 ) -> bool:
     """The fast path of a correct call: three or four kernels, no full statistics."""
-    dims = candidate_dims(call.shape)
-    if (
-        not dims
-        or call.input.shape != call.target.shape
-        or not (judgeable(input) and judgeable(target))
-    ):
+    plan = screen_plan(call)
+    if plan is None or not (judgeable(input) and judgeable(target)):
         return False
     value = None
     if call.reduction != "none":
@@ -229,16 +280,22 @@ def _screened_correct(
         value = reduced.item()
     # torch's reduced loss is NaN when a target value is negative: it stands
     # for the target's minimum; a loss from elsewhere does not.
-    sums, target_min = _statistics.screen(
+    sums, least, most = _statistics.screen(
         input,
         target,
-        dims[0],
+        plan.dim,
         sample_rows,
         call.log_target,
         target_min=value is None or not loss_from_torch,
+        input_max=plan.input_max is not None,
     )
-    least = None if target_min is None else target_min.item()
-    return screen_passes(call, dims[0], sums.tolist(), least, value)
+    return screen_passes(
+        plan,
+        sums.tolist(),
+        None if least is None else least.item(),
+        value,
+        None if most is None else most.item(),
+    )
 
 
 def kl_div_unchecked(

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import math
 from collections.abc import Mapping, Sequence
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from kl_guard._findings import CODES
-from kl_guard._statistics import DimStats, Range, SideStats
+from kl_guard._statistics import DimStats, SideStats
 
 Api = Literal["function", "module"]
 
@@ -33,6 +34,7 @@ _MAX = {"float64": 1.8e308, "float32": 3.4e38, "float16": 65504.0, "bfloat16": 3
 # precision upstream (a teacher run in bf16), and a real misuse is off by far
 # more (logits, unnormalized scores, a wrong dimension).
 _NORM_TOL = {"float64": 5e-3, "float32": 5e-3, "float16": 2e-2, "bfloat16": 2e-2}
+_HALF = frozenset({"float16", "bfloat16"})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,9 +51,16 @@ class TensorInfo:
         return f"{short}[{', '.join(str(s) for s in self.shape)}]"
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)
 class Call:
-    """The arguments of one kl_div call, as plain values."""
+    """The arguments of one kl_div call, as plain values.
+
+    Compared and hashed by identity: ``_check.describe`` makes one Call per
+    call signature, and the caches of what a signature decides (the
+    argument findings, the screen's plan) key on it at the cost of an
+    ``id()``, where a dataclass's hash would rebuild the tuple of every
+    field on each look-up.
+    """
 
     input: TensorInfo
     target: TensorInfo
@@ -181,14 +190,64 @@ def classify(side: SideStats, kept: int, dtype: str, classes: int) -> Space:
     return Space.SIGNED
 
 
+class ScreenPlan(NamedTuple):
+    """What the screen of a call reads, and the bounds it holds the sums to."""
+
+    dim: int  # the class dim it reads: the first candidate
+    log_target: bool
+    input_lse: tuple[float, float]  # of log(sum(exp(input))) over a row
+    input_max: float | None  # the bound of the input's values, when the screen reads them
+    target_lse: tuple[float, float]  # the same for a target of log-probabilities
+    target_sum_tol: float  # how far a target row of probabilities may sum from 1
+    loss_floor: float  # the lowest reduced loss rounding explains
+
+
+def screen_plan(call: Call) -> ScreenPlan | None:
+    """The plan of the screen for ``call``, or None when it cannot judge the call
+    (no dimension to read, or tensors that broadcast). It depends on the call's
+    signature only: worked out once for each."""
+    return _screen_plan(call)
+
+
+@functools.lru_cache(maxsize=256)
+def _screen_plan(call: Call) -> ScreenPlan | None:
+    dims = candidate_dims(call.shape)
+    if not dims or call.input.shape != call.target.shape:
+        return None
+    classes = call.shape[dims[0]]
+    dtype = call.input.dtype
+    # In half precision the rounding of each log-probability moves a row's
+    # logsumexp past the bound that would also bound its values (0.02 over
+    # 50k classes in bfloat16): the screen reads their maximum instead.
+    reads_max = dtype in _HALF
+    return ScreenPlan(
+        dim=dims[0],
+        log_target=call.log_target,
+        input_lse=_lse_bounds(dtype, classes, reads_max),
+        input_max=norm_tolerance(dtype) if reads_max else None,
+        target_lse=_lse_bounds(call.target.dtype, classes, False),
+        target_sum_tol=norm_tolerance(call.target.dtype),
+        loss_floor=-loss_tolerance(call, classes),
+    )
+
+
+def _lse_bounds(dtype: str, classes: int, reads_max: bool) -> tuple[float, float]:
+    """A row's logsumexp, log(exp_sum), says log-probabilities as :func:`classify`
+    would when it is within the logsumexp tolerance of 0 and its values are
+    at most the norm tolerance. Without the maximum read, a logsumexp at most
+    the norm tolerance above 0 bounds every value of the row just as well."""
+    tol = lse_tolerance(dtype, classes)
+    return -tol, tol if reads_max else min(tol, norm_tolerance(dtype))
+
+
 def screen_passes(
-    call: Call,
-    dim: int,
+    plan: ScreenPlan,
     sums: Sequence[Sequence[float]],
     target_min: float | None,
     loss: float | None,
+    input_max: float | None = None,
 ) -> bool:
-    """Whether the screen of ``_statistics.screen`` confirms a correct call on ``dim``.
+    """Whether the screen of ``_statistics.screen`` confirms a correct call.
 
     True only when every kept row is what the contract asks for (input
     log-probabilities, target in the space ``log_target`` says) and the loss
@@ -204,8 +263,10 @@ def screen_passes(
     screen passes is one the full measurement would find correct.
     """
     input_expsum, target_total = sums
+    if plan.input_max is not None and not (input_max is not None and input_max <= plan.input_max):
+        return False
     if target_min is None:
-        if not call.log_target and loss is None:
+        if not plan.log_target and loss is None:
             return False  # nothing says the target has no negative values
     elif not target_min >= 0:  # (NaN fails too)
         return False
@@ -217,31 +278,25 @@ def screen_passes(
         target_total = [target_total[j] for j in keep]
     if not target_total:
         return False
-    # Whole-list builtins, not a loop per row: this runs on every checked call.
+    # Whole-list builtins, not a loop per row; a NaN anywhere makes the sum
+    # NaN, where min() and max() could step over it.
     if math.isnan(sum(input_expsum) + sum(target_total)):
         return False
-    classes = call.shape[dim]
-    if not _logs_near_zero(input_expsum, call.input.dtype, classes):
+    if not _logs_within(input_expsum, plan.input_lse):
         return False
-    tol = norm_tolerance(call.target.dtype)
-    if call.log_target:
-        if not _logs_near_zero(target_total, call.target.dtype, classes):
+    if plan.log_target:
+        if not _logs_within(target_total, plan.target_lse):
             return False
-    elif not Range(min(target_total), max(target_total)).within(1.0, tol):
-        return False
-    return loss is None or (math.isfinite(loss) and loss >= -loss_tolerance(call, classes))
+    else:
+        tol = plan.target_sum_tol
+        if not (abs(min(target_total) - 1.0) <= tol and abs(max(target_total) - 1.0) <= tol):
+            return False
+    return loss is None or (math.isfinite(loss) and loss >= plan.loss_floor)
 
 
-def _logs_near_zero(exp_sums: Sequence[float], dtype: str, classes: int) -> bool:
-    """Whether each row's logsumexp, log(exp_sum), says log-probabilities as
-    :func:`classify` would: within the logsumexp tolerance of 0, and at most
-    the norm tolerance above it, which bounds every value of the row by the
-    norm tolerance (``classify``'s bound on the maximum) with no maximum read."""
+def _logs_within(exp_sums: Sequence[float], bounds: tuple[float, float]) -> bool:
     low, high = min(exp_sums), max(exp_sums)
-    if not low > 0:
-        return False
-    tol = lse_tolerance(dtype, classes)
-    return -tol <= math.log(low) and math.log(high) <= min(tol, norm_tolerance(dtype))
+    return low > 0 and bounds[0] <= math.log(low) and math.log(high) <= bounds[1]
 
 
 def lse_tolerance(dtype: str, classes: int) -> float:
@@ -291,7 +346,15 @@ def _render_call(call: Call, input_expr: str, target_expr: str, *, log_target: b
 
 
 def argument_findings(call: Call) -> list[Diagnosis]:
-    """Findings that need no statistics: KLG001, KLG005 and KLG008."""
+    """Findings that need no statistics: KLG001, KLG005 and KLG008.
+
+    They depend on the call's signature only: worked out once for each.
+    """
+    return list(_argument_findings(call))
+
+
+@functools.lru_cache(maxsize=256)
+def _argument_findings(call: Call) -> tuple[Diagnosis, ...]:
     out: list[Diagnosis] = []
     shape = call.shape
     if call.reduction == "mean" and len(shape) >= 1:
@@ -317,7 +380,7 @@ def argument_findings(call: Call) -> list[Diagnosis]:
                 ),
             )
         )
-    return out
+    return tuple(out)
 
 
 def _reduction_mean(call: Call, shape: tuple[int, ...]) -> Diagnosis:

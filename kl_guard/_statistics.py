@@ -202,34 +202,38 @@ def screen(
     log_target: bool,
     *,
     target_min: bool = True,
-) -> tuple[torch.Tensor, torch.Tensor | None]:
+    input_max: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """The cheap first look along ``dim``: three kernels for a small ``[N, C]`` call.
 
-    (One more for ``target_min``; for a large tensor, one per tensor to sample
-    its rows and one more to sum each sample apart.)
+    (One more for each of ``target_min`` and ``input_max``; for a large
+    tensor, one per tensor to sample its rows and one more to sum each
+    sample apart.)
 
     Returns the ``[2, rows]`` sums, over each sampled row, of ``exp(input)``
-    and of the target (of ``exp(target)`` when ``log_target``), and the
-    target's least value when it holds probabilities and ``target_min`` asks
-    for it (None otherwise). A row of log-probabilities has ``sum(exp) == 1``,
-    which also bounds each of its values by ``log(1 + tol)``: no maximum is
-    needed. Enough to confirm a correct call, where :func:`compute` takes
-    several times as many kernels; anything the screen does not confirm is
-    measured in full.
+    and of the target (of ``exp(target)`` when ``log_target``); the target's
+    least value when it holds probabilities and ``target_min`` asks for it;
+    the input's greatest value when ``input_max`` asks for it (None
+    otherwise). A row of log-probabilities has ``sum(exp) == 1``, which also
+    bounds each of its values by ``log(1 + tol)``: the maximum is needed only
+    where rounding allows a wider logsumexp (half precision). Enough to
+    confirm a correct call, where :func:`compute` takes several times as
+    many kernels; anything the screen does not confirm is measured in full.
     """
     k = rows_for(input.shape[dim], sample_rows)
     dtype = work_dtype(input.dtype)
-    with torch.no_grad():
-        i = sample_fibers(input, dim, k)
-        t = sample_fibers(target, dim, k)
-        i = i if i.dtype == dtype else i.to(dtype)
-        t = t if t.dtype == dtype else t.to(dtype)
-        if i.numel() <= _STACKED_SCREEN_ELEMENTS:  # one reduction: the fewest kernels
-            pair = torch.stack((i, t)).exp() if log_target else torch.stack((i.exp(), t))
-            sums = pair.sum(-1)
-        else:  # no copy of the sample into a stack: less memory traffic
-            sums = torch.stack((i.exp().sum(-1), (t.exp() if log_target else t).sum(-1)))
-        return sums, t.amin() if target_min and not log_target else None
+    # detach(), not torch.no_grad(): two views cost less than the context manager
+    i = sample_fibers(input.detach(), dim, k)
+    t = sample_fibers(target.detach(), dim, k)
+    i = i if i.dtype == dtype else i.to(dtype)
+    t = t if t.dtype == dtype else t.to(dtype)
+    if i.numel() <= _STACKED_SCREEN_ELEMENTS:  # one reduction: the fewest kernels
+        pair = torch.stack((i, t)).exp() if log_target else torch.stack((i.exp(), t))
+        sums = pair.sum(-1)
+    else:  # no copy of the sample into a stack: less memory traffic
+        sums = torch.stack((i.exp().sum(-1), (t.exp() if log_target else t).sum(-1)))
+    least = t.amin() if target_min and not log_target else None
+    return sums, least, i.amax() if input_max else None
 
 
 def _range(values: Sequence[float]) -> Range:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch.nn.functional as F
 
@@ -17,6 +19,7 @@ from kl_guard._diagnosis import (
     classify,
     resolve_reduction,
     screen_passes,
+    screen_plan,
 )
 from kl_guard._statistics import Range, SideStats
 
@@ -112,7 +115,32 @@ def test_the_screen_passes_probabilities_only_when_none_can_be_negative(
 ) -> None:
     call = Call(TensorInfo((2, 4), "float32"), TensorInfo((2, 4), "float32"), "sum", False)
     sums = [[1.0, 1.0], [1.0, 1.0]]  # exp(input) and target, per row
-    assert screen_passes(call, 1, sums, target_min, loss) is passes
+    plan = screen_plan(call)
+    assert plan is not None
+    assert screen_passes(plan, sums, target_min, loss) is passes
+
+
+@pytest.mark.parametrize(
+    ("dtype", "lse", "input_max", "passes"),
+    [
+        ("float32", 0.004, None, True),
+        ("float32", 0.006, None, False),  # past the norm tolerance: a value may be too
+        ("bfloat16", 0.03, -9.7, True),  # rounding over 50k classes; the values are fine
+        ("bfloat16", 0.03, 0.03, False),  # a value past the norm tolerance
+        ("bfloat16", 0.03, None, False),  # half precision needs the maximum
+        ("bfloat16", 0.07, -9.7, False),  # past what rounding explains
+        ("bfloat16", 0.03, float("nan"), False),
+    ],
+)
+def test_the_screen_reads_the_maximum_where_rounding_widens_the_logsumexp(
+    dtype: str, lse: float, input_max: float | None, passes: bool
+) -> None:
+    info = TensorInfo((4, 50_000), dtype)
+    plan = screen_plan(Call(info, info, "batchmean", False))
+    assert plan is not None
+    assert (plan.input_max is not None) is (dtype == "bfloat16")
+    sums = [[math.exp(lse)] * 4, [1.0] * 4]
+    assert screen_passes(plan, sums, None, 0.1, input_max) is passes
 
 
 def test_message_layout_line_by_line() -> None:
