@@ -36,6 +36,8 @@ from kl_guard._policy import SitePolicy
 F = TypeVar("F", bound=Callable[..., Any])
 
 _getframe = sys._getframe
+# How far above the wrapper the fast path looks for the latest call site.
+_LATEST_DEPTH = 8
 
 _is_compiling: Callable[[], bool] = (
     getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
@@ -204,9 +206,10 @@ def _wrapper(
     """The wrapper of both entry points: ``instance`` is the module for
     ``KLDivLoss.forward`` and None for ``F.kl_div``.
 
-    The steady state of a loop, ``F.kl_div`` called again from the line of
-    the user's code that called it last, in a stretch the policy lets
-    through, is this function alone: no frame walk, no key, no look-up.
+    The steady state of a loop, the loss called again from the line of the
+    user's code that called it last, in a stretch the policy lets through,
+    is this function alone: the frame that many levels up is compared with
+    that line, with no frame walk, key or look-up.
     """
     __tracebackhide__ = True  # see _reporting.emit
     if _is_dynamo_compiling():  # its symbolic pass must not reach _getframe: a graph break
@@ -214,14 +217,17 @@ def _wrapper(
     view = _STATE.view
     if view is None:
         return wrapped(*args, **kwargs)
-    if instance is None:
-        # ``latest`` only ever names a frame of the user's code that called
-        # F.kl_div itself, never torch's KLDivLoss.forward: no busy check.
-        frame = _getframe(1)
-        code, lasti, site = view.policy.latest
-        if frame.f_code is code and frame.f_lasti == lasti and site.skip > 0:
+    code, lasti, depth, functional, site = view.policy.latest
+    if (instance is None) is functional and site.skip > 0:
+        try:
+            frame = _getframe(depth)
+        except ValueError:  # a shallower stack than the latest site's
+            frame = None
+        # ``latest`` only ever names a frame of the user's code, which never
+        # runs inside torch's KLDivLoss.forward: no busy check.
+        if frame is not None and frame.f_code is code and frame.f_lasti == lasti:
             site.skip -= 1  # a lost decrement between threads only delays a check
-            return wrapped(*args, **kwargs)
+            return wrapped(*args, **kwargs) if functional else _call_busy(wrapped, args, kwargs)
     return _scheduled_call(wrapped, instance, args, kwargs, view)
 
 
@@ -239,10 +245,10 @@ def _scheduled_call(
     torch's, never the ``latest`` of the fast path.
     """
     __tracebackhide__ = True  # see _reporting.emit
+    if getattr(_LOCAL, "busy", False):  # F.kl_div inside KLDivLoss.forward: counted there
+        return wrapped(*args, **kwargs)
     if _is_compiling():
         return _traced_call(wrapped, args, kwargs, instance, view)
-    if getattr(_LOCAL, "busy", False):
-        return wrapped(*args, **kwargs)
     try:
         frame = _reporting.user_frame(2)
         # id(), not the code object: hashing a code object hashes its constants;
@@ -250,8 +256,15 @@ def _scheduled_call(
         # which alone cost more than the rest of this path (callgrind).
         key = (id(frame.f_code), frame.f_lasti) if frame is not None else None
         site = view.policy.site(key, view.config)
-        if instance is None and frame is not None and frame is _getframe(2):
-            view.policy.latest = (frame.f_code, frame.f_lasti, site)
+        if frame is not None:
+            # how far above _wrapper the user's frame is: 1 for F.kl_div, 3 for
+            # a module (through Module.__call__'s frames), more under hooks
+            caller: FrameType | None = _getframe(2)
+            depth = 1
+            while caller is not None and caller is not frame and depth < _LATEST_DEPTH:
+                caller, depth = caller.f_back, depth + 1
+            if caller is frame:
+                view.policy.latest = (frame.f_code, frame.f_lasti, depth, instance is None, site)
         checked = site.due(view.config)
     except Exception as exc:
         _reporting.internal_error(exc)

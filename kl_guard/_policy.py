@@ -62,10 +62,11 @@ class SitePolicy:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sites: dict[Hashable, Site] = {}
-        #: ``(code, f_lasti, site)`` of the latest ``F.kl_div`` call made
-        #: straight from the user's code: the wrapper recognizes a repeat of
-        #: it by identity, with no frame walk, key or dictionary look-up.
-        self.latest: tuple[CodeType | None, int, Site] = (None, -1, _NO_SITE)
+        #: ``(code, f_lasti, depth, functional, site)`` of the latest call:
+        #: the user's line, how many frames above the wrapper it was, and
+        #: whether it called ``F.kl_div`` (else ``KLDivLoss``). The wrapper
+        #: recognizes a repeat by identity, with no frame walk, key or look-up.
+        self.latest: tuple[CodeType | None, int, int, bool, Site] = (None, -1, 1, True, _NO_SITE)
 
     def site(self, key: Hashable, config: Config) -> Site:
         site = self._sites.get(key)

@@ -257,6 +257,21 @@ def test_lines_that_take_turns_keep_their_own_schedules() -> None:
     assert [f.count for f in findings] == [11, 11, 11]
 
 
+def test_one_module_called_from_two_lines_keeps_two_schedules() -> None:
+    kl_guard.install(mode="log")
+    criterion = nn.KLDivLoss(reduction="batchmean")
+
+    def nested() -> torch.Tensor:
+        loss: torch.Tensor = criterion(*probs_input())  # one frame deeper than below
+        return loss
+
+    for _ in range(100):
+        criterion(*probs_input())
+        nested()
+    findings = [f for f in kl_guard.findings() if f.code == "KLG003"]
+    assert [f.count for f in findings] == [11, 11]
+
+
 def test_a_new_schedule_applies_from_the_next_call() -> None:
     def misuse(calls: int) -> None:
         for _ in range(calls):
