@@ -8,6 +8,8 @@ hands them to ``_diagnosis``.
 from __future__ import annotations
 
 import dataclasses
+import threading
+from typing import NamedTuple
 
 import torch
 
@@ -16,6 +18,7 @@ from kl_guard._diagnosis import (
     Api,
     Call,
     Diagnosis,
+    ScreenPlan,
     TensorInfo,
     argument_findings,
     candidate_dims,
@@ -34,9 +37,31 @@ Stats = dict[int, _statistics.DimStats]
 _DTYPE_NAMES: dict[torch.dtype, str] = {}
 # Plain tensors: no subclass (fake, meta, DTensor), so plain int shapes.
 _PLAIN = (torch.Tensor, torch.nn.Parameter)
-# The calls described so far, by signature (see describe).
-_CALLS: dict[tuple[object, ...], Call | None] = {}
+
+
+class _Known(NamedTuple):
+    """What a call's signature alone decides, kept with the Call that describes it."""
+
+    plan: ScreenPlan | None
+    arguments: tuple[Diagnosis, ...]
+
+
+# The calls described so far, by signature (see describe), and what each
+# decides. Only these Calls recur: any other (a fake tensor's, a legacy
+# argument's) is made afresh each time and would only crowd a cache.
+_CALLS: dict[tuple[object, ...], Call] = {}
+_KNOWN: dict[Call, _Known] = {}
 _CALLS_LIMIT = 256
+_CALLS_LOCK = threading.Lock()
+
+
+def _known(call: Call) -> _Known:
+    known = _KNOWN.get(call)
+    if known is None:
+        return _Known(screen_plan(call), tuple(argument_findings(call)))
+    return known
+
+
 _REDUCTION_ENUM = {"none": 0, "mean": 1, "sum": 2, "batchmean": 2}
 _is_functorch_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
 
@@ -104,9 +129,13 @@ def describe(
         call = _CALLS.get(key)
         if call is None:
             call = _describe(input, target, api, None, None, reduction, log_target, grad_enabled)
-            if len(_CALLS) >= _CALLS_LIMIT:  # shapes that keep changing: the oldest goes
-                _CALLS.pop(next(iter(_CALLS)), None)
-            _CALLS[key] = call
+            assert call is not None
+            known = _Known(screen_plan(call), tuple(argument_findings(call)))
+            with _CALLS_LOCK:
+                if len(_CALLS) >= _CALLS_LIMIT:  # shapes that keep changing: the oldest goes
+                    _KNOWN.pop(_CALLS.pop(next(iter(_CALLS))), None)
+                _CALLS[key] = call
+                _KNOWN[call] = known
         return call
     return _describe(input, target, api, size_average, reduce, reduction, log_target, grad_enabled)
 
@@ -230,7 +259,8 @@ def all_dims(call: Call) -> tuple[int, ...]:
 
 
 def diagnose(call: Call, stats: Stats, loss: float | None) -> list[Diagnosis]:
-    return argument_findings(call) + (tensor_findings(call, stats, loss) if stats else [])
+    arguments = list(_known(call).arguments)
+    return arguments + (tensor_findings(call, stats, loss) if stats else [])
 
 
 def examine(
@@ -250,7 +280,7 @@ def examine(
     returned for these tensors (not a value the caller passed on its own).
     """
     if _screened_correct(call, input, target, loss, sample_rows, loss_from_torch):
-        return argument_findings(call)
+        return list(_known(call).arguments)
     m = measure(call, input, target, loss, sample_rows=sample_rows)
     stats, loss_value = conclude(m, m.read())
     more = wants_more_dims(call, stats) if stats else ()
@@ -269,7 +299,7 @@ def _screened_correct(
     loss_from_torch: bool,
 ) -> bool:
     """The fast path of a correct call: three or four kernels, no full statistics."""
-    plan = screen_plan(call)
+    plan = _known(call).plan
     if plan is None or not (judgeable(input) and judgeable(target)):
         return False
     value = None

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Literal, NamedTuple
@@ -56,10 +55,9 @@ class Call:
     """The arguments of one kl_div call, as plain values.
 
     Compared and hashed by identity: ``_check.describe`` makes one Call per
-    call signature, and the caches of what a signature decides (the
-    argument findings, the screen's plan) key on it at the cost of an
-    ``id()``, where a dataclass's hash would rebuild the tuple of every
-    field on each look-up.
+    call signature, and what a signature decides (the argument findings, the
+    screen's plan) is kept by the Call, looked up at the cost of an ``id()``,
+    where a dataclass's hash would rebuild the tuple of every field.
     """
 
     input: TensorInfo
@@ -205,12 +203,7 @@ class ScreenPlan(NamedTuple):
 def screen_plan(call: Call) -> ScreenPlan | None:
     """The plan of the screen for ``call``, or None when it cannot judge the call
     (no dimension to read, or tensors that broadcast). It depends on the call's
-    signature only: worked out once for each."""
-    return _screen_plan(call)
-
-
-@functools.lru_cache(maxsize=256)
-def _screen_plan(call: Call) -> ScreenPlan | None:
+    signature only (``_check`` keeps it with the Call it describes once)."""
     dims = candidate_dims(call.shape)
     if not dims or call.input.shape != call.target.shape:
         return None
@@ -348,13 +341,9 @@ def _render_call(call: Call, input_expr: str, target_expr: str, *, log_target: b
 def argument_findings(call: Call) -> list[Diagnosis]:
     """Findings that need no statistics: KLG001, KLG005 and KLG008.
 
-    They depend on the call's signature only: worked out once for each.
+    They depend on the call's signature only (``_check`` keeps them with the
+    Call it describes once).
     """
-    return list(_argument_findings(call))
-
-
-@functools.lru_cache(maxsize=256)
-def _argument_findings(call: Call) -> tuple[Diagnosis, ...]:
     out: list[Diagnosis] = []
     shape = call.shape
     if call.reduction == "mean" and len(shape) >= 1:
@@ -380,7 +369,7 @@ def _argument_findings(call: Call) -> tuple[Diagnosis, ...]:
                 ),
             )
         )
-    return tuple(out)
+    return out
 
 
 def _reduction_mean(call: Call, shape: tuple[int, ...]) -> Diagnosis:

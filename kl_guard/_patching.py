@@ -218,7 +218,9 @@ def _wrapper(
     if view is None:
         return wrapped(*args, **kwargs)
     code, lasti, depth, functional, site = view.policy.latest
-    if (instance is None) is functional and site.skip > 0:
+    # Not while a later pass of torch.compile or torch.export traces: those
+    # run the user's own lines again, on fake tensors, and are no eager call.
+    if (instance is None) is functional and site.skip > 0 and not _is_compiling():
         try:
             frame = _getframe(depth)
         except ValueError:  # a shallower stack than the latest site's

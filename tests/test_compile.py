@@ -81,3 +81,21 @@ def test_inductor_reports_argument_findings_when_it_traces(caches: str) -> None:
     assert [(w.filename, w.lineno) for w in found] == [(__file__, line)]
     compiled(s, t)  # compiled code does not call back into kl_guard
     assert [(f.code, f.count) for f in kl_guard.findings()] == [("KLG001", 1)]
+
+
+def test_an_export_trace_is_not_counted_as_an_eager_call() -> None:
+    """torch.export runs the user's line again on fake tensors: the same line
+    as the eager calls, which the wrapper's fast path must not count."""
+
+    class Misuse(nn.Module):
+        def forward(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return F.kl_div(F.softmax(s, 1), F.softmax(t, 1), reduction="batchmean")
+
+    model, s, t = Misuse(), logits(8, 5), logits(8, 5, seed=1)
+    kl_guard.install(mode="log", check_every=3)
+    model(s, t)  # call 1: checked
+    torch.export.export(model, (s, t))
+    model(s, t)
+    model(s, t)  # calls 2 and 3: not checked, unless the export counted as one
+    [finding] = [f for f in kl_guard.findings() if f.code == "KLG003"]
+    assert finding.count == 1

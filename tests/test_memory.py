@@ -13,7 +13,7 @@ from torch import nn
 
 import kl_guard
 from helpers import logits
-from kl_guard import _check, _diagnosis, _patching, _reporting, _statistics
+from kl_guard import _check, _patching, _reporting, _statistics
 
 CALLS = 10_000  # half functional, half module
 CHECK_EVERY = 20
@@ -47,8 +47,7 @@ def test_ten_thousand_calls_keep_memory_flat() -> None:
     _statistics._row_index.cache_clear()
     _statistics._flat_row_index.cache_clear()
     _check._CALLS.clear()
-    _diagnosis._screen_plan.cache_clear()
-    _diagnosis._argument_findings.cache_clear()
+    _check._KNOWN.clear()
     tracemalloc.start()
     try:
         kl_guard.install(mode="log", check_every=1, sample_rows=SAMPLE_ROWS)
@@ -90,3 +89,4 @@ def test_ten_thousand_calls_keep_memory_flat() -> None:
     assert _statistics._flat_row_index.cache_info().currsize <= 256
     assert len(_reporting._file_kinds) < 50
     assert len(_check._CALLS) <= _check._CALLS_LIMIT
+    assert set(_check._KNOWN) == set(_check._CALLS.values())
