@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import kl_guard
-from kl_guard import _patching, _reporting
+from kl_guard import _check, _patching, _reporting
 
 pytest_plugins = ["pytester"]
 
@@ -29,8 +29,11 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 @pytest.fixture(autouse=True)
 def _clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Every test starts and ends with kl_guard fully removed."""
+    """Every test starts and ends with kl_guard fully removed, and with no
+    call described yet: a test that breaks a stage must reach it."""
     monkeypatch.delenv("KL_GUARD_MODE", raising=False)
+    _check._CALLS.clear()
+    _check._KNOWN.clear()
     yield
     for layer in list(_patching._STATE.guards):
         _patching._STATE.guards.remove(layer)
