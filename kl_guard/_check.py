@@ -55,11 +55,14 @@ _CALLS_LIMIT = 256
 _CALLS_LOCK = threading.Lock()
 
 
-def _known(call: Call) -> _Known:
+def _plan(call: Call) -> ScreenPlan | None:
     known = _KNOWN.get(call)
-    if known is None:
-        return _Known(screen_plan(call), tuple(argument_findings(call)))
-    return known
+    return screen_plan(call) if known is None else known.plan
+
+
+def _arguments(call: Call) -> list[Diagnosis]:
+    known = _KNOWN.get(call)
+    return argument_findings(call) if known is None else list(known.arguments)
 
 
 _REDUCTION_ENUM = {"none": 0, "mean": 1, "sum": 2, "batchmean": 2}
@@ -259,8 +262,7 @@ def all_dims(call: Call) -> tuple[int, ...]:
 
 
 def diagnose(call: Call, stats: Stats, loss: float | None) -> list[Diagnosis]:
-    arguments = list(_known(call).arguments)
-    return arguments + (tensor_findings(call, stats, loss) if stats else [])
+    return _arguments(call) + (tensor_findings(call, stats, loss) if stats else [])
 
 
 def examine(
@@ -280,7 +282,7 @@ def examine(
     returned for these tensors (not a value the caller passed on its own).
     """
     if _screened_correct(call, input, target, loss, sample_rows, loss_from_torch):
-        return list(_known(call).arguments)
+        return _arguments(call)
     m = measure(call, input, target, loss, sample_rows=sample_rows)
     stats, loss_value = conclude(m, m.read())
     more = wants_more_dims(call, stats) if stats else ()
@@ -299,7 +301,7 @@ def _screened_correct(
     loss_from_torch: bool,
 ) -> bool:
     """The fast path of a correct call: three or four kernels, no full statistics."""
-    plan = _known(call).plan
+    plan = _plan(call)
     if plan is None or not (judgeable(input) and judgeable(target)):
         return False
     value = None
