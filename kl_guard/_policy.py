@@ -75,8 +75,5 @@ class SitePolicy:
                 site = self._sites.setdefault(key, Site(config.warmup))
         return site
 
-    def should_check(self, key: Hashable, config: Config) -> bool:
-        return self.site(key, config).due(config)
-
     def __len__(self) -> int:
         return len(self._sites)

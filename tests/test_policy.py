@@ -54,7 +54,7 @@ def test_a_skip_taken_below_zero_by_racing_threads_means_check_next() -> None:
 def test_sites_are_kept_apart_and_made_once() -> None:
     policy = SitePolicy()
     config = dataclasses.replace(Config(), check_every=2)
-    assert [policy.should_check("a", config) for _ in range(3)] == [True, False, True]
-    assert policy.should_check("b", config)
+    assert [policy.site("a", config).due(config) for _ in range(3)] == [True, False, True]
+    assert policy.site("b", config).due(config)
     assert policy.site("a", config) is policy.site("a", config)
     assert len(policy) == 2
