@@ -42,6 +42,22 @@ _LATEST_DEPTH = 8
 _is_compiling: Callable[[], bool] = (
     getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
 )
+
+
+class _CompilingFlag:
+    """``_is_compiling()`` as an attribute, for a torch without the flag itself."""
+
+    @property
+    def _is_compiling_flag(self) -> bool:
+        return _is_compiling()
+
+
+# torch.compiler.is_compiling() is two Python calls (torch.jit.is_scripting()
+# first, never true here), dearer than the rest of the fast path's tests
+# together: the fast path reads the flag it returns.
+_compiler: Any = (
+    torch.compiler if hasattr(torch.compiler, "_is_compiling_flag") else _CompilingFlag()
+)
 _is_dynamo_compiling: Callable[[], bool] = (
     getattr(torch.compiler, "is_dynamo_compiling", None) or torch._dynamo.is_compiling
 )
@@ -155,8 +171,8 @@ class _Patch:
     attribute: str
     original: Any
     wrapper: Any
-    # wrapt calls ``enabled`` on every call: the C-level ``switch.__len__``
-    # costs a fraction of a Python method; ``switch.clear()`` turns ours off.
+    # wrapt tests ``enabled`` on every call, before it calls the wrapper: a
+    # list's truth is a C-level test; ``switch.clear()`` turns ours off.
     switch: list[bool] = dataclasses.field(default_factory=lambda: [True])
 
 
@@ -200,16 +216,56 @@ _FUNCTIONAL_DEFAULTS: dict[str, Any] = {
 }
 
 
+def _function_gate(switch: list[bool]) -> Callable[[], bool]:
+    """wrapt's ``enabled`` for ``F.kl_div``: False sends the call straight to
+    torch, before wrapt calls :func:`_wrapper`.
+
+    This is the fast path of a loop: the loss called again from the line of
+    the user's code that called it last, in a stretch the policy lets
+    through. The frame that many levels up is compared with that line, with
+    no frame walk, key or look-up, and torch is called from C, with no
+    Python frame of kl_guard's around it.
+    """
+
+    def enabled() -> bool:
+        try:
+            # dynamo's symbolic pass must not reach _getframe: a graph break
+            if not switch or _is_dynamo_compiling():
+                return False
+            view = _STATE.view
+            if view is None:
+                return False
+            code, lasti, depth, functional, site = view.policy.latest
+            # Not while a later pass of torch.compile or torch.export traces:
+            # those run the user's own lines again, on fake tensors, and are
+            # no eager call.
+            if functional and site.skip > 0 and not _compiler._is_compiling_flag:
+                frame = _getframe(depth)  # ValueError: a shallower stack than the latest's
+                if frame.f_code is code and frame.f_lasti == lasti:
+                    site.skip -= 1  # a lost decrement between threads only delays a check
+                    return False
+        except Exception:  # the wrapper decides, and logs what goes wrong there
+            pass
+        return True
+
+    return enabled
+
+
+def _module_gate(switch: list[bool]) -> list[bool]:
+    """wrapt's ``enabled`` for ``KLDivLoss.forward``: the switch itself (its
+    fast path marks the thread busy around torch's call: see :func:`_wrapper`)."""
+    return switch
+
+
 def _wrapper(
     wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
 ) -> Any:
     """The wrapper of both entry points: ``instance`` is the module for
     ``KLDivLoss.forward`` and None for ``F.kl_div``.
 
-    The steady state of a loop, the loss called again from the line of the
-    user's code that called it last, in a stretch the policy lets through,
-    is this function alone: the frame that many levels up is compared with
-    that line, with no frame walk, key or look-up.
+    ``F.kl_div`` comes here only when its gate (:func:`_function_gate`) did
+    not let it through. A module's fast path is here: it is
+    :func:`_function_gate`'s, with the thread marked busy around torch's call.
     """
     __tracebackhide__ = True  # see _reporting.emit
     if _is_dynamo_compiling():  # its symbolic pass must not reach _getframe: a graph break
@@ -217,19 +273,18 @@ def _wrapper(
     view = _STATE.view
     if view is None:
         return wrapped(*args, **kwargs)
-    code, lasti, depth, functional, site = view.policy.latest
-    # Not while a later pass of torch.compile or torch.export traces: those
-    # run the user's own lines again, on fake tensors, and are no eager call.
-    if (instance is None) is functional and site.skip > 0 and not _is_compiling():
-        try:
-            frame = _getframe(depth)
-        except ValueError:  # a shallower stack than the latest site's
-            frame = None
-        # ``latest`` only ever names a frame of the user's code, which never
-        # runs inside torch's KLDivLoss.forward: no busy check.
-        if frame is not None and frame.f_code is code and frame.f_lasti == lasti:
-            site.skip -= 1  # a lost decrement between threads only delays a check
-            return wrapped(*args, **kwargs) if functional else _call_busy(wrapped, args, kwargs)
+    if instance is not None:
+        code, lasti, depth, functional, site = view.policy.latest
+        if not functional and site.skip > 0 and not _compiler._is_compiling_flag:
+            try:
+                frame = _getframe(depth)
+            except ValueError:  # a shallower stack than the latest site's
+                frame = None
+            # ``latest`` only ever names a frame of the user's code, which never
+            # runs inside torch's KLDivLoss.forward: no busy check.
+            if frame is not None and frame.f_code is code and frame.f_lasti == lasti:
+                site.skip -= 1
+                return _call_busy(wrapped, args, kwargs)
     return _scheduled_call(wrapped, instance, args, kwargs, view)
 
 
@@ -265,7 +320,9 @@ def _scheduled_call(
             depth = 1
             while caller is not None and caller is not frame and depth < _LATEST_DEPTH:
                 caller, depth = caller.f_back, depth + 1
-            if caller is frame:
+            # Not a call torch warns of: it must go on through _wrapper, the
+            # frame the filter of that warning matches (KLG001 replaces it).
+            if caller is frame and (instance is not None or not _warns_of_mean(args, kwargs)):
                 view.policy.latest = (frame.f_code, frame.f_lasti, depth, instance is None, site)
         checked = site.due(view.config)
     except Exception as exc:
@@ -276,6 +333,20 @@ def _scheduled_call(
     if instance is None:
         return wrapped(*args, **kwargs)
     return _call_busy(wrapped, args, kwargs)
+
+
+def _warns_of_mean(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
+    """Whether torch's ``F.kl_div`` warns of ``reduction='mean'`` for these arguments."""
+    given = kwargs
+    if len(args) > 2:  # the legacy arguments or reduction, by position
+        given = {**dict(zip(_FUNCTIONAL_PARAMS[2:5], args[2:5], strict=False)), **kwargs}
+    reduction = given.get("reduction", "mean")
+    return (
+        given.get("size_average") is None
+        and given.get("reduce") is None
+        and isinstance(reduction, str)
+        and reduction == "mean"
+    )
 
 
 def _bind(args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any) -> dict[str, Any]:
@@ -550,14 +621,15 @@ def flush() -> None:
     _drain(block=True)
 
 
-_TARGETS: tuple[tuple[str, str, Callable[..., Any]], ...] = (
-    ("torch.nn.functional", "kl_div", _wrapper),
-    ("torch.nn.modules.loss", "KLDivLoss.forward", _wrapper),
+# Each entry point, and how its ``enabled`` is made from its switch.
+_TARGETS: tuple[tuple[str, str, Callable[[list[bool]], object]], ...] = (
+    ("torch.nn.functional", "kl_div", _function_gate),
+    ("torch.nn.modules.loss", "KLDivLoss.forward", _module_gate),
 )
 
 
 def _function_wrapper(
-    owner: Any, original: Any, wrapper: Callable[..., Any], enabled: Callable[[], int]
+    owner: Any, original: Any, wrapper: Callable[..., Any], enabled: object
 ) -> Any:
     """``wrapt.FunctionWrapper(original, wrapper, enabled=enabled)``, made cheaper to call.
 
@@ -582,10 +654,10 @@ def _function_wrapper(
 
 
 def _patch(state: _State) -> None:
-    for module, name, wrapper_fn in _TARGETS:
+    for module, name, gate in _TARGETS:
         owner, attribute, original = wrapt.resolve_path(module, name)
         patch = _Patch(owner, attribute, original, None)
-        patch.wrapper = _function_wrapper(owner, original, wrapper_fn, patch.switch.__len__)
+        patch.wrapper = _function_wrapper(owner, original, _wrapper, gate(patch.switch))
         wrapt.apply_patch(owner, attribute, patch.wrapper)
         state.patches.append(patch)
     _filter_mean_warning()

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
+from types import FrameType
+from typing import Any
 
 import pytest
 import torch
@@ -12,6 +15,7 @@ from torch import nn
 
 import kl_guard
 from helpers import logits
+from kl_guard import _patching
 
 ORIGINAL_KL_DIV = F.kl_div
 ORIGINAL_FORWARD = nn.KLDivLoss.forward
@@ -225,6 +229,54 @@ def test_torch_mean_warning_is_replaced_while_active_and_back_after() -> None:
     ) as torch_warning:
         F.kl_div(*good())
     assert "torch" in torch_warning[0].filename or torch_warning[0].filename == __file__
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [((), {}), ((), {"reduction": "mean"}), ((None, None, "mean"), {})],
+    ids=["default", "keyword", "positional"],
+)
+def test_torch_mean_warning_stays_replaced_past_the_checked_calls(
+    extra: tuple[tuple[Any, ...], dict[str, Any]],
+) -> None:
+    """A call the policy lets through goes from wrapt's C code straight to
+    torch, where torch's warning would point at the user's line: a 'mean'
+    call keeps passing through the wrapper, whose frame the filter matches."""
+    args, kwargs = extra
+    kl_guard.install(mode="log")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for _ in range(100):
+            F.kl_div(*good(), *args, **kwargs)
+    assert record == []
+    assert kl_guard.findings()[0].count == 11
+
+
+def test_calls_the_policy_lets_through_never_reach_the_wrapper() -> None:
+    """F.kl_div's fast path is wrapt's ``enabled`` gate: torch is called from
+    C, with no frame of kl_guard's around it (the module keeps its own)."""
+    reached: list[bool] = []  # per call of _wrapper: whether for F.kl_div
+
+    def profile(frame: FrameType, event: str, arg: object) -> None:
+        if event == "call" and frame.f_code is _patching._wrapper.__code__:
+            reached.append(frame.f_locals["instance"] is None)
+
+    kl_guard.install(mode="log")
+    criterion = nn.KLDivLoss(reduction="batchmean")
+    sys.setprofile(profile)  # a profile function adds no frame: the call sites stay
+    try:
+        for _ in range(100):
+            F.kl_div(*probs_input(), reduction="batchmean")
+        functional = len(reached)
+        reached.clear()
+        for _ in range(10):
+            criterion(*probs_input())
+    finally:
+        sys.setprofile(None)
+    assert functional == 11  # the checked calls: 1-8, 16, 32 and 64
+    # every module call, and the F.kl_div inside it (let through by the busy mark)
+    assert reached.count(True) == 10 and len(reached) == 20
+    assert [f.count for f in kl_guard.findings() if f.code == "KLG003"] == [11, 8]
 
 
 def test_cached_reference_keeps_the_original() -> None:
