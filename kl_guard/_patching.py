@@ -31,7 +31,7 @@ from kl_guard._config import Config, Mode, configure, default_config
 from kl_guard._diagnosis import Call, Diagnosis, argument_findings
 from kl_guard._exceptions import KLGuardError, KLGuardWarning
 from kl_guard._findings import Finding
-from kl_guard._policy import SitePolicy
+from kl_guard._policy import Site, SitePolicy
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -244,6 +244,8 @@ def _function_gate(switch: list[bool]) -> Callable[[], bool]:
                 if frame.f_code is code and frame.f_lasti == lasti:
                     site.skip -= 1  # a lost decrement between threads only delays a check
                     return False
+            elif not functional and getattr(_LOCAL, "busy", False):
+                return False  # inside KLDivLoss.forward: counted there (see _call_busy)
         except Exception:  # the wrapper decides, and logs what goes wrong there
             pass
         return True
@@ -304,26 +306,22 @@ def _scheduled_call(
     __tracebackhide__ = True  # see _reporting.emit
     if getattr(_LOCAL, "busy", False):  # F.kl_div inside KLDivLoss.forward: counted there
         return wrapped(*args, **kwargs)
-    if _is_compiling():
+    if _compiler._is_compiling_flag:
         return _traced_call(wrapped, args, kwargs, instance, view)
     try:
-        frame = _reporting.user_frame(2)
-        # id(), not the code object: hashing a code object hashes its constants;
-        # f_lasti, not f_lineno: the line number decodes the code's line table,
-        # which alone cost more than the rest of this path (callgrind).
-        key = (id(frame.f_code), frame.f_lasti) if frame is not None else None
-        site = view.policy.site(key, view.config)
-        if frame is not None:
-            # how far above _wrapper the user's frame is: 1 for F.kl_div, 3 for
-            # a module (through Module.__call__'s frames), more under hooks
-            caller: FrameType | None = _getframe(2)
-            depth = 1
-            while caller is not None and caller is not frame and depth < _LATEST_DEPTH:
-                caller, depth = caller.f_back, depth + 1
-            # Not a call torch warns of: it must go on through _wrapper, the
-            # frame the filter of that warning matches (KLG001 replaces it).
-            if caller is frame and (instance is not None or not _warns_of_mean(args, kwargs)):
-                view.policy.latest = (frame.f_code, frame.f_lasti, depth, instance is None, site)
+        code, lasti, depth, functional, site = view.policy.latest
+        try:
+            frame: FrameType | None = _getframe(depth + 1)
+        except ValueError:  # a shallower stack than the latest site's
+            frame = None
+        # The latest site, at a call to check: no frame walk, key or look-up
+        if (
+            frame is None
+            or frame.f_code is not code
+            or frame.f_lasti != lasti
+            or (instance is None) is not functional
+        ):
+            frame, site = _find_site(view, instance, args, kwargs)
         checked = site.due(view.config)
     except Exception as exc:
         _reporting.internal_error(exc)
@@ -333,6 +331,30 @@ def _scheduled_call(
     if instance is None:
         return wrapped(*args, **kwargs)
     return _call_busy(wrapped, args, kwargs)
+
+
+def _find_site(
+    view: _View, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[FrameType | None, Site]:
+    """The user's frame that made this call, and its site; kept as the fast path's latest."""
+    frame = _reporting.user_frame(3)
+    # id(), not the code object: hashing a code object hashes its constants;
+    # f_lasti, not f_lineno: the line number decodes the code's line table,
+    # which alone cost more than the rest of this path (callgrind).
+    key = (id(frame.f_code), frame.f_lasti) if frame is not None else None
+    site = view.policy.site(key, view.config)
+    if frame is not None:
+        # how far above _wrapper the user's frame is: 1 for F.kl_div, 3 for
+        # a module (through Module.__call__'s frames), more under hooks
+        caller: FrameType | None = _getframe(3)
+        depth = 1
+        while caller is not None and caller is not frame and depth < _LATEST_DEPTH:
+            caller, depth = caller.f_back, depth + 1
+        # Not a call torch warns of: it must go on through _wrapper, the
+        # frame the filter of that warning matches (KLG001 replaces it).
+        if caller is frame and (instance is not None or not _warns_of_mean(args, kwargs)):
+            view.policy.latest = (frame.f_code, frame.f_lasti, depth, instance is None, site)
+    return frame, site
 
 
 def _warns_of_mean(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
