@@ -10,8 +10,8 @@ calls of ``time.sleep(0)``: callgrind dumps its counts at each
 without the start-up.
 
 Variants: ``orig`` (the unpatched F.kl_div), ``off`` (patched, mode off:
-wrapt and the wrapper's entry), ``on`` (installed, a call site past its
-checks: the path every not-checked call pays), ``every``
+wrapt's call and the first tests of kl_guard's gate), ``on`` (installed, a
+call site past its checks: the path every not-checked call pays), ``every``
 (``check_every=1``: the screen of a correct call, every call).
 
 Instructions are not time: the checked path's Python and its many small

@@ -207,6 +207,12 @@ class _State:
 _STATE = _State()
 _LOCAL = threading.local()
 
+# How the fast path lets a repeat call of the latest site through
+# (``SitePolicy.latest[3]``).
+_GATE = 1  # F.kl_div: its gate answers wrapt no, and wrapt calls torch from C
+_FUNCTION = 2  # F.kl_div where torch warns (see _warns_of_mean): _wrapper calls torch
+_MODULE = 3  # KLDivLoss: _wrapper calls torch with the thread marked busy
+
 _FUNCTIONAL_PARAMS = ("input", "target", "size_average", "reduce", "reduction", "log_target")
 _FUNCTIONAL_DEFAULTS: dict[str, Any] = {
     "size_average": None,
@@ -235,19 +241,17 @@ def _function_gate(switch: list[bool]) -> Callable[[], bool]:
             view = _STATE.view
             if view is None:
                 return False
-            code, lasti, depth, functional, site = view.policy.latest
+            code, lasti, depth, route, site = view.policy.latest
             # Not while a later pass of torch.compile or torch.export traces:
             # those run the user's own lines again, on fake tensors, and are
             # no eager call.
-            if functional and site.skip > 0 and not _compiler._is_compiling_flag:
+            if route == _GATE and site.skip > 0 and not _compiler._is_compiling_flag:
                 frame = _getframe(depth)  # ValueError: a shallower stack than the latest's
                 if frame.f_code is code and frame.f_lasti == lasti:
                     site.skip -= 1  # a lost decrement between threads only delays a check
                     return False
-            elif not functional and getattr(_LOCAL, "busy", False):
-                return False  # inside KLDivLoss.forward: counted there (see _call_busy)
-        except Exception:  # the wrapper decides, and logs what goes wrong there
-            pass
+        except Exception as exc:  # said once; the wrapper takes the call
+            _reporting.internal_error(exc)
         return True
 
     return enabled
@@ -265,9 +269,11 @@ def _wrapper(
     """The wrapper of both entry points: ``instance`` is the module for
     ``KLDivLoss.forward`` and None for ``F.kl_div``.
 
-    ``F.kl_div`` comes here only when its gate (:func:`_function_gate`) did
-    not let it through. A module's fast path is here: it is
-    :func:`_function_gate`'s, with the thread marked busy around torch's call.
+    ``F.kl_div`` comes here when its gate (:func:`_function_gate`) did not
+    let it through. The fast path of the calls the gate must not let through
+    is here: it is the gate's, with torch called from this frame (which the
+    filter of torch's 'mean' warning matches), and the thread marked busy
+    around a module's call.
     """
     __tracebackhide__ = True  # see _reporting.emit
     if _is_dynamo_compiling():  # its symbolic pass must not reach _getframe: a graph break
@@ -275,18 +281,23 @@ def _wrapper(
     view = _STATE.view
     if view is None:
         return wrapped(*args, **kwargs)
-    if instance is not None:
-        code, lasti, depth, functional, site = view.policy.latest
-        if not functional and site.skip > 0 and not _compiler._is_compiling_flag:
-            try:
-                frame = _getframe(depth)
-            except ValueError:  # a shallower stack than the latest site's
-                frame = None
-            # ``latest`` only ever names a frame of the user's code, which never
-            # runs inside torch's KLDivLoss.forward: no busy check.
-            if frame is not None and frame.f_code is code and frame.f_lasti == lasti:
-                site.skip -= 1
-                return _call_busy(wrapped, args, kwargs)
+    code, lasti, depth, route, site = view.policy.latest
+    if (
+        route == (_FUNCTION if instance is None else _MODULE)
+        and site.skip > 0
+        and not _compiler._is_compiling_flag
+    ):
+        try:
+            frame = _getframe(depth)
+        except ValueError:  # a shallower stack than the latest site's
+            frame = None
+        # ``latest`` only ever names a frame of the user's code, which never
+        # runs inside torch's KLDivLoss.forward: no busy check.
+        if frame is not None and frame.f_code is code and frame.f_lasti == lasti:
+            site.skip -= 1
+            return (
+                wrapped(*args, **kwargs) if instance is None else _call_busy(wrapped, args, kwargs)
+            )
     return _scheduled_call(wrapped, instance, args, kwargs, view)
 
 
@@ -309,7 +320,7 @@ def _scheduled_call(
     if _compiler._is_compiling_flag:
         return _traced_call(wrapped, args, kwargs, instance, view)
     try:
-        code, lasti, depth, functional, site = view.policy.latest
+        code, lasti, depth, route, site = view.policy.latest
         try:
             frame: FrameType | None = _getframe(depth + 1)
         except ValueError:  # a shallower stack than the latest site's
@@ -319,9 +330,12 @@ def _scheduled_call(
             frame is None
             or frame.f_code is not code
             or frame.f_lasti != lasti
-            or (instance is None) is not functional
+            or (instance is None) is (route == _MODULE)
         ):
             frame, site = _find_site(view, instance, args, kwargs)
+        elif route == _GATE and _warns_of_mean(args, kwargs):  # the line's reduction changed
+            site.torch_warns = True
+            view.policy.latest = (code, lasti, depth, _FUNCTION, site)
         checked = site.due(view.config)
     except Exception as exc:
         _reporting.internal_error(exc)
@@ -350,15 +364,23 @@ def _find_site(
         depth = 1
         while caller is not None and caller is not frame and depth < _LATEST_DEPTH:
             caller, depth = caller.f_back, depth + 1
-        # Not a call torch warns of: it must go on through _wrapper, the
-        # frame the filter of that warning matches (KLG001 replaces it).
-        if caller is frame and (instance is not None or not _warns_of_mean(args, kwargs)):
-            view.policy.latest = (frame.f_code, frame.f_lasti, depth, instance is None, site)
+        if caller is frame:
+            route = _MODULE
+            if instance is None:
+                if not site.torch_warns and _warns_of_mean(args, kwargs):
+                    site.torch_warns = True
+                route = _FUNCTION if site.torch_warns else _GATE
+            view.policy.latest = (frame.f_code, frame.f_lasti, depth, route, site)
     return frame, site
 
 
 def _warns_of_mean(args: tuple[Any, ...], kwargs: dict[str, Any]) -> bool:
-    """Whether torch's ``F.kl_div`` warns of ``reduction='mean'`` for these arguments."""
+    """Whether torch's ``F.kl_div`` warns of ``reduction='mean'`` for these arguments.
+
+    Its warning names the frame that called it: the filter by which KLG001
+    replaces it matches _wrapper's, so such a call must not be let through
+    by the gate, from C, where it would name the user's line.
+    """
     given = kwargs
     if len(args) > 2:  # the legacy arguments or reduction, by position
         given = {**dict(zip(_FUNCTIONAL_PARAMS[2:5], args[2:5], strict=False)), **kwargs}

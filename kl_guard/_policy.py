@@ -17,12 +17,15 @@ class Site:
     into the policy; everything else happens in :meth:`due`.
     """
 
-    __slots__ = ("skip", "checks", "gap")
+    __slots__ = ("skip", "checks", "gap", "torch_warns")
 
     def __init__(self, warmup: int) -> None:
         self.skip = 0
         self.checks = 0
         self.gap = warmup
+        #: torch warned of a call here (reduction='mean'): the fast path
+        #: lets the site's calls through the wrapper, not wrapt's gate.
+        self.torch_warns = False
 
     def due(self, config: Config) -> bool:
         """Count one call; whether it is checked."""
@@ -62,11 +65,11 @@ class SitePolicy:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._sites: dict[Hashable, Site] = {}
-        #: ``(code, f_lasti, depth, functional, site)`` of the latest call:
-        #: the user's line, how many frames above the wrapper it was, and
-        #: whether it called ``F.kl_div`` (else ``KLDivLoss``). The wrapper
-        #: recognizes a repeat by identity, with no frame walk, key or look-up.
-        self.latest: tuple[CodeType | None, int, int, bool, Site] = (None, -1, 1, True, _NO_SITE)
+        #: ``(code, f_lasti, depth, route, site)`` of the latest call: the
+        #: user's line, how many frames above the wrapper it was, and which
+        #: fast path lets a repeat through (0 for none; see ``_patching``),
+        #: recognizing it by identity, with no frame walk, key or look-up.
+        self.latest: tuple[CodeType | None, int, int, int, Site] = (None, -1, 1, 0, _NO_SITE)
 
     def site(self, key: Hashable, config: Config) -> Site:
         site = self._sites.get(key)

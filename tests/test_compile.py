@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import pytest
@@ -99,3 +100,22 @@ def test_an_export_trace_is_not_counted_as_an_eager_call() -> None:
     model(s, t)  # calls 2 and 3: not checked, unless the export counted as one
     [finding] = [f for f in kl_guard.findings() if f.code == "KLG003"]
     assert finding.count == 1
+
+
+def test_eager_backend_keeps_torch_mean_warning_replaced() -> None:
+    """Both calls in the graph come from one line of the user's (the call of
+    the compiled function), and only one of them is 'mean'."""
+
+    def two_losses(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        log_p, q = F.log_softmax(s, 1), F.softmax(t, 1)
+        return F.kl_div(log_p, q, reduction="batchmean") + F.kl_div(log_p, q)
+
+    kl_guard.install(mode="log")
+    compiled = torch.compile(two_losses, backend="eager")
+    s, t = logits(4, 5), logits(4, 5, seed=1)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for _ in range(40):
+            compiled(s, t)
+    assert [str(w.message) for w in record if "divides the total loss" in str(w.message)] == []
+    assert [f.code for f in kl_guard.findings()] == ["KLG001"]

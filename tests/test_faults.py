@@ -109,7 +109,7 @@ def test_a_broken_logger_cannot_say_it_but_still_does_no_harm(
 
 
 def test_a_failing_fast_path_sends_the_call_on_to_the_wrapper(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """F.kl_div's fast path runs inside wrapt's ``enabled``, where an error
     would reach the user: it sends the call on to the wrapper instead."""
@@ -117,9 +117,12 @@ def test_a_failing_fast_path_sends_the_call_on_to_the_wrapper(
     kl_guard.install(mode="log", check_every=3)
     run(functional)  # the site is known: the next two calls take the fast path
     monkeypatch.setattr(_patching, "_getframe", broken)
-    for _ in range(4):
-        guarded = run(functional)
-        assert all(torch.equal(a, b) for a, b in zip(expected, guarded, strict=True))
+    with caplog.at_level(logging.ERROR, logger="kl_guard"):
+        for _ in range(4):
+            guarded = run(functional)
+            assert all(torch.equal(a, b) for a, b in zip(expected, guarded, strict=True))
+    [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert "RuntimeError: injected" in record.getMessage()
 
 
 def test_raise_mode_still_raises(caplog: pytest.LogCaptureFixture) -> None:
