@@ -3,6 +3,7 @@
     python benchmarks/overhead.py                 # the full table, CPU, one thread
     python benchmarks/overhead.py --quick         # fewer repeats, rougher figures
     python benchmarks/overhead.py --device cuda   # the same table on a GPU
+    python benchmarks/overhead.py --floor         # and what a checked call cannot beat
 
 Every variant runs in the same process, interleaved round by round, so a
 drift of the machine hits all of them alike; each figure is the best round
@@ -23,13 +24,14 @@ import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import kl_guard
-from kl_guard import _check
+from kl_guard import _check, _patching
 from kl_guard._config import Config
 
 ORIGINAL_KL_DIV = F.kl_div
@@ -171,11 +173,67 @@ def check_cost(timer: Timer, batch: int, number: int, rounds: int) -> float:
     return timer.interleaved({"check": (one_check, nothing)}, number, rounds)["check"]
 
 
+def floor_variants(device: torch.device) -> Variants:
+    """What a checked ``[32, 10]`` call cannot cost less than, built up in steps.
+
+    ``bare check`` is the least a check written in Python can do: wrapt's
+    call, a signature looked up in a dict, the screen's three kernels and two
+    read-backs, and the bounds; no scheduling, call site, tensor tests or
+    reporting. Its ratio is the floor of ``check_every=1`` at this size.
+    """
+    g = torch.Generator(device=device).manual_seed(0)
+    inp = F.log_softmax(torch.randn(32, 10, generator=g, device=device), -1)
+    tgt = F.softmax(torch.randn(32, 10, generator=g, device=device), -1)
+    signatures: dict[tuple[object, ...], tuple[float, float]] = {}
+
+    def passed_on(wrapped: Callable[..., object], _: object, args: Any, kwargs: Any) -> object:
+        return wrapped(*args, **kwargs)
+
+    def bare_check(wrapped: Callable[..., Any], _: object, args: Any, kwargs: Any) -> object:
+        loss = wrapped(*args, **kwargs)
+        i, t = args
+        key = (i.shape, i.dtype, i.requires_grad, t.shape, t.dtype, t.requires_grad)
+        low, high = signatures.setdefault((*key, kwargs.get("reduction")), (0.995, 1.005))
+        value = loss.item()
+        input_sums, target_sums = torch.stack((i.detach().exp(), t.detach())).sum(-1).tolist()
+        if not (
+            low <= min(input_sums)
+            and max(input_sums) <= high
+            and low <= min(target_sums)
+            and max(target_sums) <= high
+            and value >= -1e-6
+        ):
+            raise AssertionError("the bare check failed a correct call")
+        return loss
+
+    def wrapped_by(wrapper: Callable[..., object]) -> Step:
+        patched = _patching._function_wrapper(F, ORIGINAL_KL_DIV, wrapper, [True])
+        return lambda: patched(inp, tgt, reduction="batchmean")
+
+    def kernels_alone() -> object:
+        loss = ORIGINAL_KL_DIV(inp, tgt, reduction="batchmean")
+        return loss.item(), torch.stack((inp.exp(), tgt)).sum(-1).tolist()
+
+    def kl_guard_every() -> object:
+        return F.kl_div(inp, tgt, reduction="batchmean")
+
+    return {
+        "unpatched": (lambda: ORIGINAL_KL_DIV(inp, tgt, reduction="batchmean"), nothing),
+        "wrapt, passed on": (wrapped_by(passed_on), nothing),
+        "+ the screen's kernels": (kernels_alone, nothing),
+        "bare check": (wrapped_by(bare_check), nothing),
+        "kl_guard, every=1": (kl_guard_every, every_call),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, rougher figures")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--floor", action="store_true", help="also the floor of a checked call at [32, 10]"
+    )
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
@@ -204,6 +262,11 @@ def main(argv: list[str] | None = None) -> int:
         f"one check of [b, 1000]: {small * 1e6:.0f}us at b=256, {large * 1e6:.0f}us at b=4096 "
         f"(ratio {large / small:.2f})"
     )
+    if args.floor:
+        t = timer.interleaved(floor_variants(device), max(2, int(3000 * scale)), rounds)
+        print("the floor of a checked call at [32, 10], against the unpatched one:")
+        for name, seconds in t.items():
+            print(f"  {name:<24}{seconds * 1e6:>8.1f}us{seconds / t['unpatched']:>8.2f}x")
     found = kl_guard.findings()
     kl_guard.uninstall()
     if found:
