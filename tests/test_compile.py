@@ -12,6 +12,7 @@ from torch import nn
 
 import kl_guard
 from helpers import logits
+from kl_guard import _patching
 
 LOSS = nn.KLDivLoss(reduction="batchmean")
 
@@ -84,9 +85,15 @@ def test_inductor_reports_argument_findings_when_it_traces(caches: str) -> None:
     assert [(f.code, f.count) for f in kl_guard.findings()] == [("KLG001", 1)]
 
 
-def test_an_export_trace_is_not_counted_as_an_eager_call() -> None:
+@pytest.mark.parametrize("flag", ["torch's", "fallback"])
+def test_an_export_trace_is_not_counted_as_an_eager_call(
+    flag: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """torch.export runs the user's line again on fake tensors: the same line
-    as the eager calls, which the wrapper's fast path must not count."""
+    as the eager calls, which the wrapper's fast path must not count. The
+    fallback stands for a torch whose compiler has only ``is_compiling()``."""
+    if flag == "fallback":
+        monkeypatch.setattr(_patching, "_compiler", _patching._CompilingFlag())
 
     class Misuse(nn.Module):
         def forward(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -95,7 +102,11 @@ def test_an_export_trace_is_not_counted_as_an_eager_call() -> None:
     model, s, t = Misuse(), logits(8, 5), logits(8, 5, seed=1)
     kl_guard.install(mode="log", check_every=3)
     model(s, t)  # call 1: checked
+    view = _patching._STATE.view
+    assert view is not None
+    schedule = (view.policy.latest, view.policy.latest[4].skip)
     torch.export.export(model, (s, t))
+    assert (view.policy.latest, view.policy.latest[4].skip) == schedule
     model(s, t)
     model(s, t)  # calls 2 and 3: not checked, unless the export counted as one
     [finding] = [f for f in kl_guard.findings() if f.code == "KLG003"]
