@@ -213,6 +213,10 @@ _GATE = 1  # F.kl_div: its gate answers wrapt no, and wrapt calls torch from C
 _FUNCTION = 2  # F.kl_div where torch warns (see _warns_of_mean): _wrapper calls torch
 _MODULE = 3  # KLDivLoss: _wrapper calls torch with the thread marked busy
 
+# The busy mark (_LOCAL.busy) while torch runs a module's call (see _call_busy).
+_BUSY = 1
+_QUIET = 2  # and torch will not warn of the F.kl_div inside it
+
 _FUNCTIONAL_PARAMS = ("input", "target", "size_average", "reduce", "reduction", "log_target")
 _FUNCTIONAL_DEFAULTS: dict[str, Any] = {
     "size_average": None,
@@ -250,6 +254,8 @@ def _function_gate(switch: list[bool]) -> Callable[[], bool]:
                 if frame.f_code is code and frame.f_lasti == lasti:
                     site.skip -= 1  # a lost decrement between threads only delays a check
                     return False
+            elif route == _MODULE and getattr(_LOCAL, "busy", False) == _QUIET:
+                return False  # the F.kl_div inside a module's forward: counted there
         except Exception as exc:  # said once; the wrapper takes the call
             _reporting.internal_error(exc)
         return True
@@ -296,7 +302,9 @@ def _wrapper(
         if frame is not None and frame.f_code is code and frame.f_lasti == lasti:
             site.skip -= 1
             return (
-                wrapped(*args, **kwargs) if instance is None else _call_busy(wrapped, args, kwargs)
+                wrapped(*args, **kwargs)
+                if instance is None
+                else _call_busy(wrapped, args, kwargs, instance)
             )
     return _scheduled_call(wrapped, instance, args, kwargs, view)
 
@@ -344,7 +352,7 @@ def _scheduled_call(
         return _checked_call(wrapped, args, kwargs, view, instance, frame)
     if instance is None:
         return wrapped(*args, **kwargs)
-    return _call_busy(wrapped, args, kwargs)
+    return _call_busy(wrapped, args, kwargs, instance)
 
 
 def _find_site(
@@ -423,10 +431,18 @@ def _describe(
     return call, bound
 
 
-def _call_busy(wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+def _call_busy(
+    wrapped: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any = None
+) -> Any:
     """Call torch with this thread marked busy: the F.kl_div inside a module's
-    forward is then neither checked nor counted a second time."""
-    _LOCAL.busy = True
+    forward is then neither checked nor counted a second time.
+
+    The mark is :data:`_QUIET` for a module whose reduction torch does not
+    warn of: the gate then lets that F.kl_div through from C (a 'mean' one
+    must pass through _wrapper: see :func:`_warns_of_mean`).
+    """
+    reduction = getattr(instance, "reduction", None)
+    _LOCAL.busy = _QUIET if type(reduction) is str and reduction != "mean" else _BUSY
     try:
         return wrapped(*args, **kwargs)
     finally:
@@ -450,8 +466,8 @@ def _checked_call(
         _filter_mean_warning()
     except Exception as exc:
         _reporting.internal_error(exc)
-        return _call_busy(wrapped, args, kwargs)  # half prepared: leave this call alone
-    result = _call_busy(wrapped, args, kwargs)
+        return _call_busy(wrapped, args, kwargs, instance)  # half prepared: leave it alone
+    result = _call_busy(wrapped, args, kwargs, instance)
     try:
         findings, site = _findings_of(args, kwargs, instance, view, result, frame)
     except Exception as exc:

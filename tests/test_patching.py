@@ -302,8 +302,8 @@ def test_calls_the_policy_lets_through_never_reach_the_wrapper() -> None:
     finally:
         sys.setprofile(None)
     assert functional == 11  # the checked calls: 1-8, 16, 32 and 64
-    # every module call, and the F.kl_div inside it (let through by the busy mark)
-    assert reached.count(True) == 10 and len(reached) == 20
+    # every module call, and not the F.kl_div inside it (the gate sees the busy mark)
+    assert reached == [False] * 10
     assert [f.count for f in kl_guard.findings() if f.code == "KLG003"] == [11, 8]
 
 
