@@ -250,12 +250,14 @@ def _function_gate(switch: list[bool]) -> Callable[[], bool]:
             # those run the user's own lines again, on fake tensors, and are
             # no eager call.
             if route == _GATE and site.skip > 0 and not _compiler._is_compiling_flag:
-                frame = _getframe(depth)  # ValueError: a shallower stack than the latest's
+                frame = _getframe(depth)
                 if frame.f_code is code and frame.f_lasti == lasti:
                     site.skip -= 1  # a lost decrement between threads only delays a check
                     return False
             elif route == _MODULE and getattr(_LOCAL, "busy", False) == _QUIET:
                 return False  # the F.kl_div inside a module's forward: counted there
+        except ValueError:  # _getframe: a shallower stack than the latest site's
+            pass
         except Exception as exc:  # said once; the wrapper takes the call
             _reporting.internal_error(exc)
         return True
@@ -323,8 +325,10 @@ def _scheduled_call(
     torch's, never the ``latest`` of the fast path.
     """
     __tracebackhide__ = True  # see _reporting.emit
-    if getattr(_LOCAL, "busy", False):  # F.kl_div inside KLDivLoss.forward: counted there
-        return wrapped(*args, **kwargs)
+    if getattr(_LOCAL, "busy", False):  # inside KLDivLoss.forward's call: counted there
+        if instance is None:
+            return wrapped(*args, **kwargs)
+        return _call_busy(wrapped, args, kwargs, instance)  # its F.kl_div may warn
     if _compiler._is_compiling_flag:
         return _traced_call(wrapped, args, kwargs, instance, view)
     try:
@@ -441,12 +445,14 @@ def _call_busy(
     warn of: the gate then lets that F.kl_div through from C (a 'mean' one
     must pass through _wrapper: see :func:`_warns_of_mean`).
     """
+    previous = getattr(_LOCAL, "busy", False)
     reduction = getattr(instance, "reduction", None)
-    _LOCAL.busy = _QUIET if type(reduction) is str and reduction != "mean" else _BUSY
+    quiet = type(reduction) is str and reduction != "mean" and previous in (False, _QUIET)
+    _LOCAL.busy = _QUIET if quiet else _BUSY
     try:
         return wrapped(*args, **kwargs)
     finally:
-        _LOCAL.busy = False
+        _LOCAL.busy = previous  # a module called inside another's call (a mode's) nests
 
 
 def _checked_call(

@@ -86,18 +86,20 @@ def test_inductor_reports_argument_findings_when_it_traces(caches: str) -> None:
 
 
 @pytest.mark.parametrize("flag", ["torch's", "fallback"])
+@pytest.mark.parametrize("reduction", ["batchmean", "mean"])  # the gate's fast path, the wrapper's
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss")  # in export's trace
 def test_an_export_trace_is_not_counted_as_an_eager_call(
-    flag: str, monkeypatch: pytest.MonkeyPatch
+    flag: str, reduction: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """torch.export runs the user's line again on fake tensors: the same line
-    as the eager calls, which the wrapper's fast path must not count. The
-    fallback stands for a torch whose compiler has only ``is_compiling()``."""
+    as the eager calls, which the fast path must not count. The fallback
+    stands for a torch whose compiler has only ``is_compiling()``."""
     if flag == "fallback":
         monkeypatch.setattr(_patching, "_compiler", _patching._CompilingFlag())
 
     class Misuse(nn.Module):
         def forward(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-            return F.kl_div(F.softmax(s, 1), F.softmax(t, 1), reduction="batchmean")
+            return F.kl_div(F.softmax(s, 1), F.softmax(t, 1), reduction=reduction)
 
     model, s, t = Misuse(), logits(8, 5), logits(8, 5, seed=1)
     kl_guard.install(mode="log", check_every=3)

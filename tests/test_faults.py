@@ -8,8 +8,10 @@ torch's and that kl_guard said once, on its logger, that it failed.
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from collections.abc import Callable
+from types import FrameType
 
 import pytest
 import torch
@@ -116,13 +118,37 @@ def test_a_failing_fast_path_sends_the_call_on_to_the_wrapper(
     expected = run(functional)
     kl_guard.install(mode="log", check_every=3)
     run(functional)  # the site is known: the next two calls take the fast path
-    monkeypatch.setattr(_patching, "_getframe", broken)
+    getframes: list[int] = []
+
+    def fails_once(depth: int) -> FrameType:  # the gate's look, then the real one
+        getframes.append(depth)
+        if len(getframes) == 1:
+            raise RuntimeError("injected")
+        return sys._getframe(depth + 1)
+
+    monkeypatch.setattr(_patching, "_getframe", fails_once)
     with caplog.at_level(logging.ERROR, logger="kl_guard"):
         for _ in range(4):
             guarded = run(functional)
             assert all(torch.equal(a, b) for a, b in zip(expected, guarded, strict=True))
     [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert "RuntimeError: injected" in record.getMessage()
+
+
+def test_a_shallower_stack_than_the_latest_sites_is_no_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The gate looks ``depth`` frames up for the latest site; a call from a
+    shallower stack is simply another site, not a failure to report."""
+    kl_guard.install(mode="log", check_every=3)
+    run(functional)
+    view = _patching._STATE.view
+    assert view is not None
+    code, lasti, _, route, site = view.policy.latest
+    view.policy.latest = (code, lasti, 10**6, route, site)  # deeper than any stack
+    with caplog.at_level(logging.ERROR, logger="kl_guard"):
+        run(functional)
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
 
 def test_raise_mode_still_raises(caplog: pytest.LogCaptureFixture) -> None:

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 import kl_guard
 from helpers import logits
@@ -263,6 +264,49 @@ def test_torch_mean_warning_stays_replaced_for_modules_and_lines_that_switch() -
             F.kl_div(*good(), reduction=reduction)
     assert record == []
     assert [f.code for f in kl_guard.findings()] == ["KLG001", "KLG001"]
+
+
+def test_a_line_where_torch_warned_keeps_the_wrapper_whatever_its_next_call() -> None:
+    """The line takes turns with another, so each call finds its site anew:
+    once torch has warned there, its fast path stays in the wrapper."""
+    kl_guard.install(mode="log")
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for _ in range(200):
+            for reduction in ("batchmean", "mean"):
+                F.kl_div(*good(), reduction=reduction)
+            F.kl_div(*good(), reduction="sum")
+    assert record == []
+
+
+def test_a_module_inside_another_modules_call_keeps_torch_warning_replaced() -> None:
+    """User code can run inside a module's call (a mode's ``__torch_function__``):
+    a 'mean' module there must not inherit the outer module's quiet mark."""
+    reference = nn.KLDivLoss()  # 'mean'
+
+    class Reference(TorchFunctionMode):
+        def __torch_function__(
+            self,
+            func: Any,
+            types: Any,
+            args: tuple[Any, ...] = (),
+            kwargs: dict[str, Any] | None = None,
+        ) -> Any:
+            if func is F.kl_div and (kwargs or {}).get("reduction") == "batchmean":
+                with torch._C.DisableTorchFunction():
+                    reference(*args[:2])  # before the outer module's F.kl_div
+            return func(*args, **(kwargs or {}))
+
+    kl_guard.install(mode="log")
+    criterion = nn.KLDivLoss(reduction="batchmean")
+    with warnings.catch_warnings(record=True) as record, Reference():
+        warnings.simplefilter("always")
+        for _ in range(20):
+            criterion(*probs_input())
+    assert record == []
+    # the outer module's calls, counted once each at one line (checks 1-8, 16);
+    # the reference inside its call is not counted (see _call_busy)
+    assert [(f.code, f.count) for f in kl_guard.findings() if f.code == "KLG003"] == [("KLG003", 9)]
 
 
 def test_a_line_that_turns_to_mean_late_shows_torch_warning_until_its_next_check() -> None:
