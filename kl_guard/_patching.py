@@ -446,7 +446,8 @@ def _call_busy(
     must pass through _wrapper: see :func:`_warns_of_mean`).
     """
     previous = getattr(_LOCAL, "busy", False)
-    reduction = getattr(instance, "reduction", None)
+    # (getattr on None would raise and catch an AttributeError on every F.kl_div)
+    reduction = None if instance is None else getattr(instance, "reduction", None)
     quiet = type(reduction) is str and reduction != "mean" and previous in (False, _QUIET)
     _LOCAL.busy = _QUIET if quiet else _BUSY
     try:
