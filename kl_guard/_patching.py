@@ -299,8 +299,10 @@ def _wrapper(
             frame = _getframe(depth)
         except ValueError:  # a shallower stack than the latest site's
             frame = None
-        # ``latest`` only ever names a frame of the user's code, which never
-        # runs inside torch's KLDivLoss.forward: no busy check.
+        # ``latest`` only ever names a frame of the user's code. Inside a
+        # module's call that can only be a mode's or a __torch_function__'s:
+        # counted here, where the scheduled path takes it for the module's
+        # own (busy). Rare: not worth a busy test on every call.
         if frame is not None and frame.f_code is code and frame.f_lasti == lasti:
             site.skip -= 1
             return (
