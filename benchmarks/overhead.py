@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import kl_guard
-from kl_guard import _check, _patching
+from kl_guard import _check, _patch
 from kl_guard._config import Config
 
 ORIGINAL_KL_DIV = F.kl_div
@@ -207,7 +207,7 @@ def floor_variants(device: torch.device) -> Variants:
         return loss
 
     def wrapped_by(wrapper: Callable[..., object]) -> Step:
-        patched = _patching._function_wrapper(F, ORIGINAL_KL_DIV, wrapper, [True])
+        patched = _patch.wrap(F, ORIGINAL_KL_DIV, wrapper, [True])
         return lambda: patched(inp, tgt, reduction="batchmean")
 
     def kernels_alone() -> object:

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 
-from kl_guard._check import check
 from kl_guard._config import Config, Mode
+from kl_guard._deferred import flush
 from kl_guard._exceptions import (
     KLG001Warning,
     KLG002Warning,
@@ -24,15 +24,8 @@ from kl_guard._exceptions import (
     KLGuardWarning,
 )
 from kl_guard._findings import CODES, Finding
-from kl_guard._patching import (
-    Guard,
-    findings,
-    flush,
-    guard,
-    install,
-    is_installed,
-    uninstall,
-)
+from kl_guard._lifecycle import Guard, findings, guard, install, is_installed, uninstall
+from kl_guard._manual import check
 
 __version__ = "0.1.0"
 

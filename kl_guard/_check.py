@@ -13,7 +13,7 @@ from typing import NamedTuple
 
 import torch
 
-from kl_guard import _statistics
+from kl_guard import _compat, _statistics
 from kl_guard._diagnosis import (
     Api,
     Call,
@@ -29,8 +29,6 @@ from kl_guard._diagnosis import (
     tensor_findings,
     wants_more_dims,
 )
-from kl_guard._findings import Finding
-from kl_guard._reporting import attribute, site_of, user_frame
 
 Stats = dict[int, _statistics.DimStats]
 
@@ -65,8 +63,7 @@ def _arguments(call: Call) -> list[Diagnosis]:
     return argument_findings(call) if known is None else list(known.arguments)
 
 
-_REDUCTION_ENUM = {"none": 0, "mean": 1, "sum": 2, "batchmean": 2}
-_is_functorch_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+REDUCTION_ENUM = {"none": 0, "mean": 1, "sum": 2, "batchmean": 2}
 
 
 def judgeable(x: object) -> bool:
@@ -80,7 +77,7 @@ def judgeable(x: object) -> bool:
     assert isinstance(x, torch.Tensor)
     if not x.is_floating_point() or x.dim() == 0 or x.numel() == 0 or x.is_meta:
         return False
-    return not (_is_functorch_wrapped is not None and _is_functorch_wrapped(x))
+    return not _compat.is_functorch_wrapped(x)
 
 
 def _info(x: object) -> TensorInfo | None:
@@ -131,7 +128,7 @@ def describe(
         )
         call = _CALLS.get(key)
         if call is None:
-            call = _describe(input, target, api, None, None, reduction, log_target, grad_enabled)
+            call = _new_call(input, target, api, None, None, reduction, log_target, grad_enabled)
             assert call is not None
             known = _Known(screen_plan(call), tuple(argument_findings(call)))
             with _CALLS_LOCK:
@@ -140,10 +137,10 @@ def describe(
                 _CALLS[key] = call
                 _KNOWN[call] = known
         return call
-    return _describe(input, target, api, size_average, reduce, reduction, log_target, grad_enabled)
+    return _new_call(input, target, api, size_average, reduce, reduction, log_target, grad_enabled)
 
 
-def _describe(
+def _new_call(
     input: object,
     target: object,
     api: Api,
@@ -334,45 +331,9 @@ def kl_div_unchecked(
     input: torch.Tensor, target: torch.Tensor, reduction: str, log_target: bool
 ) -> torch.Tensor:
     """The loss torch computes, without the patched entry points or torch's warning."""
-    enum = _REDUCTION_ENUM[reduction]
+    enum = REDUCTION_ENUM[reduction]
     with torch.no_grad():
         loss = torch.kl_div(input, target, enum, log_target=log_target)
         if reduction == "batchmean" and input.dim() != 0:
             loss = loss / input.size(0)
     return loss
-
-
-def check(
-    input: torch.Tensor,
-    target: torch.Tensor,
-    *,
-    reduction: str = "mean",
-    log_target: bool = False,
-    loss: torch.Tensor | None = None,
-    sample_rows: int = 64,
-) -> list[Finding]:
-    """Diagnose one kl_div call without patching anything.
-
-    ``kl_guard.check(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")``
-    returns the findings kl_guard would report for that call (an empty list
-    when it is correct). When ``loss`` is not given it is computed, so a
-    negative or NaN loss (KLG004) is caught too.
-    """
-    if reduction not in _REDUCTION_ENUM:
-        raise ValueError(
-            f"kl_guard.check: reduction must be one of "
-            f"{', '.join(repr(r) for r in _REDUCTION_ENUM)}, not {reduction!r}."
-        )
-    call = describe(input, target, api="function", reduction=reduction, log_target=log_target)
-    if call is None:
-        raise TypeError(
-            "kl_guard.check: input and target must be tensors, not "
-            f"{type(input).__name__} and {type(target).__name__}."
-        )
-    given = loss is not None
-    if not given and judgeable(input) and judgeable(target):
-        loss = kl_div_unchecked(input, target, reduction, log_target)
-    diagnoses = examine(
-        call, input, target, loss, sample_rows=sample_rows, loss_from_torch=not given
-    )
-    return attribute(diagnoses, site_of(user_frame(1)))

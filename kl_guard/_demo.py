@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from kl_guard._exceptions import KLGuardError
-from kl_guard._patching import guard
+from kl_guard._lifecycle import guard
 
 # The call most pitfalls come back to once fixed.
 CORRECT = 'F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")'

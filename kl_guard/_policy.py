@@ -3,29 +3,34 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Hashable
+import weakref
+from collections.abc import Callable
 from types import CodeType
 
 from kl_guard._config import Config
 
 
+def _no_code() -> None:
+    return None
+
+
 class Site:
     """The schedule of one call site.
 
-    ``skip`` counts the calls still to let through before the next check.
-    The wrapper's fast path reads and decrements it in place, with no call
-    into the policy; everything else happens in :meth:`due`.
+    ``skip`` counts the calls still to let through before the next check;
+    the wrapper's fast path reads and decrements it in place, everything
+    else happens in :meth:`due`. ``code`` is a weak reference to the code
+    object the site belongs to: a new code object that gets a freed one's
+    id is told apart by it and starts a site of its own.
     """
 
-    __slots__ = ("skip", "checks", "gap", "torch_warns")
+    __slots__ = ("skip", "checks", "gap", "code")
 
-    def __init__(self, warmup: int) -> None:
+    def __init__(self, warmup: int, code: CodeType | None = None) -> None:
         self.skip = 0
         self.checks = 0
         self.gap = warmup
-        #: torch warned of a call here (reduction='mean'): the fast path
-        #: lets the site's calls through the wrapper, not wrapt's gate.
-        self.torch_warns = False
+        self.code: Callable[[], CodeType | None] = _no_code if code is None else weakref.ref(code)
 
     def due(self, config: Config) -> bool:
         """Count one call; whether it is checked."""
@@ -45,12 +50,8 @@ class Site:
         return True
 
 
-#: No site: what :attr:`SitePolicy.latest` holds before the first call.
-_NO_SITE = Site(1)
-
-
 class SitePolicy:
-    """Counts calls per call site and decides which ones to check.
+    """The schedules of every call site, keyed by (code object, instruction offset).
 
     Default (``check_every=None``): the first ``warmup`` calls at a site are
     checked, then calls ``2*warmup``, ``4*warmup``, ... with the gap doubling
@@ -58,25 +59,37 @@ class SitePolicy:
     checked. A misuse that starts late (a new branch, other data) is still
     caught, while a steady loop pays for almost no checks.
     ``check_every=N``: the first call and every N-th after it.
+
+    At most :data:`LIMIT` sites are kept: past it the sites of freed code go
+    first, then the oldest. A site dropped while its code lives only starts
+    its schedule again, so its next calls are checked: never fewer checks.
     """
 
-    __slots__ = ("_lock", "_sites", "latest")
+    LIMIT = 4096
+    __slots__ = ("_lock", "_sites")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sites: dict[Hashable, Site] = {}
-        #: ``(code, f_lasti, depth, route, site)`` of the latest call: the
-        #: user's line, how many frames above the wrapper it was, and which
-        #: fast path lets a repeat through (0 for none; see ``_patching``),
-        #: recognizing it by identity, with no frame walk, key or look-up.
-        self.latest: tuple[CodeType | None, int, int, int, Site] = (None, -1, 1, 0, _NO_SITE)
+        self._sites: dict[tuple[int, int], Site] = {}
 
-    def site(self, key: Hashable, config: Config) -> Site:
+    def site(self, code: CodeType | None, lasti: int, config: Config) -> Site:
+        # id(), not the code object: hashing a code object hashes its constants
+        key = (id(code), lasti)
         site = self._sites.get(key)
-        if site is None:
+        if site is None or site.code() is not code:
             with self._lock:
-                site = self._sites.setdefault(key, Site(config.warmup))
+                site = self._sites.get(key)
+                if site is None or site.code() is not code:  # new, or a freed code's id
+                    if len(self._sites) >= self.LIMIT:
+                        self._shrink()
+                    site = self._sites[key] = Site(config.warmup, code)
         return site
+
+    def _shrink(self) -> None:
+        live = {k: s for k, s in self._sites.items() if s.code() is not None}
+        for key in list(live)[: max(0, len(live) - self.LIMIT // 2)]:
+            del live[key]
+        self._sites = live
 
     def __len__(self) -> int:
         return len(self._sites)

@@ -19,7 +19,7 @@ import pytest
 
 from kl_guard._config import ENV_MODE, Mode, parse_mode
 from kl_guard._findings import Finding
-from kl_guard._patching import Guard
+from kl_guard._lifecycle import Guard
 from kl_guard._reporting import Record, summary_lines
 
 _CHOICES = (Mode.OFF, Mode.WARN, Mode.RAISE)

@@ -1,141 +1,27 @@
-"""Reporting: attribute findings to the user's line, deduplicate, then warn, raise or log."""
+"""Reporting: findings attributed to the user's line, recorded, then warned, raised or logged."""
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import functools
 import logging
-import os
-import sys
 import threading
 import warnings
-from collections.abc import Iterable, Sequence
-from types import CodeType, FrameType
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from typing import ParamSpec, TypeVar
 
 import torch
-import wrapt
 
 from kl_guard._config import Config, Mode
 from kl_guard._diagnosis import Diagnosis
-from kl_guard._exceptions import WARNING_CATEGORIES, KLGuardError
+from kl_guard._exceptions import WARNING_CATEGORIES, KLGuardError, KLGuardWarning
 from kl_guard._findings import Finding
+from kl_guard._sites import CallSite
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 logger = logging.getLogger("kl_guard")
-
-_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
-_INTERNAL_PREFIXES = tuple(
-    os.path.dirname(os.path.abspath(path)) + os.sep
-    for path in (torch.__file__, wrapt.__file__, __file__)
-    if path
-)
-# torch's compiler stack, which builds code from strings and calls it. Not
-# torch.nn: a module's forward written in "<string>" (a REPL, exec, doctest)
-# is called by Module.__call__ and is the user's.
-_COMPILER_PREFIXES = tuple(
-    os.path.join(_TORCH_DIR, package) + os.sep
-    for package in ("_dynamo", "_functorch", "_inductor", "_higher_order_ops", "_export", "fx")
-)
-
-# What a code object's file says of whose code it is.
-_USER = 0  # a file of the user's (first: falsy, the one test of the common call)
-_LIBRARY = 1  # torch, wrapt or kl_guard
-_COMPILER = 2  # torch's compiler stack: library code, and the caller of generated code
-_FX_GRAPH = 3  # FX graph code, which torch.compile's eager backend runs: torch's
-_SYNTHETIC = 4  # "<string>" and the like: torch's when its compiler runs it, else the user's
-_file_kinds: dict[str, int] = {}
-
-
-def _file_kind(filename: str) -> int:
-    kind = _file_kinds.get(filename)
-    if kind is None:
-        path = os.path.abspath(filename)
-        if filename.startswith("<eval_with_key>"):
-            kind = _FX_GRAPH
-        elif filename.startswith("<"):
-            kind = _SYNTHETIC
-        elif path.startswith(_COMPILER_PREFIXES):
-            kind = _COMPILER
-        elif path.startswith(_INTERNAL_PREFIXES):
-            kind = _LIBRARY
-        else:
-            kind = _USER
-        _file_kinds[filename] = kind
-    return kind
-
-
-def user_frame(depth: int = 1) -> FrameType | None:
-    """The innermost frame outside torch, wrapt and kl_guard, seen from ``depth`` up.
-
-    Under ``torch.compile``'s eager backend the graph runs as generated code
-    called from the user's function with its bytecode rewritten by dynamo
-    (which no longer maps to the loss's line); both are skipped, so the call
-    site is the line that called the compiled function, at run time as at
-    trace time. So is code that torch's compiler builds from a string and
-    calls (AOTAutograd's ``<string>`` wrappers); any other ``<string>`` frame
-    is the user's (``python -c``, ``exec``, a REPL, a doctest).
-    """
-    try:
-        frame: FrameType | None = sys._getframe(depth + 1)
-    except ValueError:
-        return None
-    generated = False
-    kinds = _file_kinds
-    while frame is not None:
-        code = frame.f_code
-        kind = kinds.get(code.co_filename)  # this runs on every call: no call per frame
-        if kind is None:
-            kind = _file_kind(code.co_filename)
-        if not kind:
-            if not (generated and _rewritten_by_dynamo(code)):
-                return frame
-        elif kind == _FX_GRAPH:
-            generated = True
-        elif kind == _SYNTHETIC and not _called_by_torch(frame):
-            return frame
-        frame = frame.f_back
-    return None
-
-
-def _called_by_torch(frame: FrameType) -> bool:
-    caller = frame.f_back
-    return caller is not None and _file_kind(caller.f_code.co_filename) in (_COMPILER, _FX_GRAPH)
-
-
-def _rewritten_by_dynamo(code: CodeType) -> bool:
-    return any(name.startswith("__compiled_fn") for name in code.co_names)
-
-
-@dataclasses.dataclass(frozen=True)
-class CallSite:
-    """Where the user called the loss: enough to warn there later, without the frame.
-
-    Holding the frame would keep every local of the caller alive (tensors
-    included) for as long as a finding is pending; the module's globals are
-    alive anyway.
-    """
-
-    filename: str
-    lineno: int
-    module_globals: dict[str, Any] = dataclasses.field(compare=False, repr=False)
-
-    @functools.cached_property
-    def location(self) -> str:
-        filename = self.filename
-        try:
-            relative = os.path.relpath(filename)
-        except ValueError:  # another drive on Windows
-            relative = filename
-        if not relative.startswith(os.pardir):
-            filename = relative
-        return f"{filename}:{self.lineno}"
-
-
-def site_of(frame: FrameType | None) -> CallSite | None:
-    if frame is None:
-        return None
-    return CallSite(frame.f_code.co_filename, frame.f_lineno, frame.f_globals)
 
 
 def _rank() -> int | None:
@@ -226,6 +112,24 @@ def emit(
             logger.warning("%s", finding.message)
 
 
+def report(
+    findings: Sequence[Finding],
+    config: Config,
+    records: Iterable[Record],
+    site: CallSite | None,
+) -> None:
+    """:func:`emit`, letting through only what is meant for the user."""
+    __tracebackhide__ = True  # see emit
+    try:
+        emit(findings, config, records, site)
+    except (KLGuardError, KLGuardWarning):
+        # Raise mode's error, or a warning the user's filters made an error
+        # (``-W error``): both are meant for the user.
+        raise
+    except Exception as exc:
+        internal_error(exc)
+
+
 def summary_lines(findings: Sequence[Finding]) -> list[str]:
     """A table of ``findings``, one row per (location, code): code, location, count, cause."""
     rows = [("code", "location", "count", "cause")]
@@ -246,6 +150,10 @@ def _warn_at(finding: Finding, site: CallSite | None) -> None:
     # does internally, without counting frames through torch and wrapt; it
     # also works for a finding read back later (CUDA), off the user's stack.
     globals_ = site.module_globals
+    # The module's loader finds the source line for the warning's display;
+    # ``python -c``'s __main__ names a loader that refuses (an ImportError).
+    loader = globals_.get("__loader__")
+    sourced = not (isinstance(loader, type) and loader.__name__ == "BuiltinImporter")
     warnings.warn_explicit(
         finding.message,
         category,
@@ -253,7 +161,7 @@ def _warn_at(finding: Finding, site: CallSite | None) -> None:
         site.lineno,
         module=globals_.get("__name__", "<unknown>"),
         registry=globals_.setdefault("__warningregistry__", {}),
-        module_globals=globals_,
+        module_globals=globals_ if sourced else None,
     )
 
 
@@ -277,6 +185,19 @@ def internal_error(exc: BaseException) -> None:
             exc,
             exc_info=exc,
         )
+
+
+def safely(step: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | None:
+    """``step(*args, **kwargs)``, or None after an internal error is said once.
+
+    The one way kl_guard runs its own part of a user's call: whatever fails
+    in kl_guard skips that check, and the user's call goes on untouched.
+    """
+    try:
+        return step(*args, **kwargs)
+    except Exception as exc:
+        internal_error(exc)
+        return None
 
 
 def reset_internal_error() -> None:

@@ -21,7 +21,7 @@ from typing import Any, TextIO
 
 from kl_guard._config import Mode
 from kl_guard._findings import Finding
-from kl_guard._patching import Guard
+from kl_guard._lifecycle import Guard
 from kl_guard._reporting import summary_lines
 
 JSON_VERSION = 1

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 import kl_guard
-from kl_guard import _check, _patching, _reporting
+from kl_guard import _check, _lifecycle, _reporting
 
 pytest_plugins = ["pytester"]
 
@@ -35,8 +35,6 @@ def _clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     _check._CALLS.clear()
     _check._KNOWN.clear()
     yield
-    for layer in list(_patching._STATE.guards):
-        _patching._STATE.guards.remove(layer)
-    kl_guard.uninstall()
+    _lifecycle.reset()
     _reporting.reset_internal_error()
     assert not kl_guard.is_installed()

@@ -9,6 +9,8 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from kl_guard import _calls, _lifecycle, _patch
+
 Tensors = tuple[torch.Tensor, torch.Tensor]
 
 
@@ -272,3 +274,27 @@ MISUSES: list[tuple[str, Case]] = [
         ),
     ),
 ]
+
+
+def active_view() -> _calls.View:
+    """What the wrappers read now (kl_guard must be active and not off)."""
+    view = _calls.ACTIVE.view
+    assert view is not None, "kl_guard is not active"
+    return view
+
+
+def latest_site() -> tuple[object, int]:
+    """The latest call site of the active layer and its countdown, to compare later."""
+    latest = active_view().schedule.latest
+    return latest, latest.site.skip
+
+
+def fully_removed() -> bool:
+    """No layer, no view and no patch is left."""
+    layers = _lifecycle._LAYERS
+    return (layers.base, layers.guards, _calls.ACTIVE.view, _patch.PATCH.on) == (
+        None,
+        [],
+        None,
+        False,
+    )

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import kl_guard
-from helpers import logits
-from kl_guard import _patching
+from helpers import latest_site, logits
+from kl_guard import _calls, _compat
 
 LOSS = nn.KLDivLoss(reduction="batchmean")
 
@@ -86,7 +86,7 @@ def test_inductor_reports_argument_findings_when_it_traces(caches: str) -> None:
 
 
 @pytest.mark.parametrize("flag", ["torch's", "fallback"])
-@pytest.mark.parametrize("reduction", ["batchmean", "mean"])  # the gate's fast path, the wrapper's
+@pytest.mark.parametrize("reduction", ["batchmean", "mean"])
 @pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss")  # in export's trace
 def test_an_export_trace_is_not_counted_as_an_eager_call(
     flag: str, reduction: str, monkeypatch: pytest.MonkeyPatch
@@ -95,7 +95,7 @@ def test_an_export_trace_is_not_counted_as_an_eager_call(
     as the eager calls, which the fast path must not count. The fallback
     stands for a torch whose compiler has only ``is_compiling()``."""
     if flag == "fallback":
-        monkeypatch.setattr(_patching, "_compiler", _patching._CompilingFlag())
+        monkeypatch.setattr(_calls, "_compiler", _compat._CompilingFlag())
 
     class Misuse(nn.Module):
         def forward(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -104,11 +104,9 @@ def test_an_export_trace_is_not_counted_as_an_eager_call(
     model, s, t = Misuse(), logits(8, 5), logits(8, 5, seed=1)
     kl_guard.install(mode="log", check_every=3)
     model(s, t)  # call 1: checked
-    view = _patching._STATE.view
-    assert view is not None
-    schedule = (view.policy.latest, view.policy.latest[4].skip)
+    schedule = latest_site()
     torch.export.export(model, (s, t))
-    assert (view.policy.latest, view.policy.latest[4].skip) == schedule
+    assert latest_site() == schedule
     model(s, t)
     model(s, t)  # calls 2 and 3: not checked, unless the export counted as one
     [finding] = [f for f in kl_guard.findings() if f.code == "KLG003"]

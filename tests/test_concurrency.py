@@ -18,8 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import kl_guard
-from helpers import logits
-from kl_guard import _patching
+from helpers import fully_removed, logits
 from kl_guard._config import Config
 from kl_guard._policy import Site
 
@@ -31,8 +30,7 @@ def assert_fully_removed(filters_before: list[object]) -> None:
     assert not kl_guard.is_installed()
     assert F.kl_div is ORIGINAL_KL_DIV
     assert vars(nn.KLDivLoss)["forward"] is ORIGINAL_FORWARD
-    state = _patching._STATE
-    assert (state.base, state.guards, state.patches, state.view) == (None, [], [], None)
+    assert fully_removed()
     assert warnings.filters == filters_before
 
 

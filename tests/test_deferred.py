@@ -12,15 +12,15 @@ import torch
 import torch.nn.functional as F
 
 import kl_guard
-from helpers import logits
-from kl_guard import _check, _patching
+from helpers import active_view, logits
+from kl_guard import _check, _deferred
 
 
 @pytest.fixture
 def deferred(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setattr(_patching, "_DEFER_ON_CPU", True)
+    monkeypatch.setattr(_deferred.SWITCHES, "on_cpu", True)
     yield
-    _patching.flush()
+    kl_guard.flush()
 
 
 def probs_input() -> tuple[torch.Tensor, torch.Tensor]:
@@ -36,7 +36,7 @@ def test_finding_waits_for_a_later_call_and_keeps_its_line(deferred: None) -> No
             test_finding_waits_for_a_later_call_and_keeps_its_line.__code__.co_firstlineno + 4
         )
         assert record == []  # nothing read back yet
-        assert len(_patching._PENDING) == 1
+        assert _deferred.pending() == 1
         F.kl_div(F.log_softmax(logits(8, 5), 1), F.softmax(logits(8, 5), 1), reduction="sum")
     assert sorted(w.category.__name__ for w in record) == ["KLG003Warning", "KLG004Warning"]
     assert {(w.filename, w.lineno) for w in record} == {(__file__, misuse_line)}
@@ -45,8 +45,8 @@ def test_finding_waits_for_a_later_call_and_keeps_its_line(deferred: None) -> No
 def test_flush_and_guard_exit_report_what_is_pending(deferred: None) -> None:
     with kl_guard.guard(mode="log", check_every=1) as g:
         F.kl_div(*probs_input(), reduction="batchmean")
-        assert len(_patching._PENDING) == 1
-    assert len(_patching._PENDING) == 0
+        assert _deferred.pending() == 1
+    assert _deferred.pending() == 0
     assert [f.code for f in g.findings] == ["KLG003", "KLG004"]
 
     kl_guard.install(mode="log", check_every=1)
@@ -63,7 +63,7 @@ def test_pending_checks_hold_no_user_tensor(deferred: None) -> None:
     refs.append(weakref.ref(loss))
     del inp, tgt, loss
     gc.collect()
-    assert len(_patching._PENDING) == 1
+    assert _deferred.pending() == 1
     assert [r() for r in refs] == [None, None, None]
     kl_guard.flush()
     assert [f.code for f in kl_guard.findings()] == ["KLG003", "KLG004"]
@@ -71,19 +71,17 @@ def test_pending_checks_hold_no_user_tensor(deferred: None) -> None:
 
 def test_pending_queue_is_bounded(deferred: None) -> None:
     kl_guard.install(mode="log", check_every=1)
-    view = _patching._STATE.view
-    assert view is not None
+    view = active_view()
     inp, tgt = probs_input()
     call = _check.describe(inp, tgt, api="function", reduction="batchmean")
     assert call is not None
-    for _ in range(3 * _patching._PENDING_LIMIT):
+    for _ in range(3 * _deferred.LIMIT):
         # _defer alone, without the calls that would drain the queue as they go
-        _patching._defer(_check.measure(call, inp, tgt, None, sample_rows=8), view, None)
-        assert len(_patching._PENDING) <= _patching._PENDING_LIMIT
+        measurement = _check.measure(call, inp, tgt, None, sample_rows=8)
+        _deferred.defer(measurement, view.config, view.records, None)
+        assert _deferred.pending() <= _deferred.LIMIT
     kl_guard.flush()
-    assert [(f.code, f.count) for f in kl_guard.findings()] == [
-        ("KLG003", 3 * _patching._PENDING_LIMIT)
-    ]
+    assert [(f.code, f.count) for f in kl_guard.findings()] == [("KLG003", 3 * _deferred.LIMIT)]
 
 
 def test_deferred_path_measures_every_dim_at_once(deferred: None) -> None:

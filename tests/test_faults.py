@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import kl_guard
-from helpers import logits
-from kl_guard import _check, _patching, _policy, _reporting, _statistics
+from helpers import active_view, logits
+from kl_guard import _calls, _check, _patch, _policy, _reporting, _sites, _statistics
 
 Step = Callable[[torch.Tensor], torch.Tensor]
 
@@ -51,11 +51,11 @@ def broken(*args: object, **kwargs: object) -> object:
 
 # (where the stage is looked up, its name, the mode that reaches it)
 STAGES = [
-    (_reporting, "user_frame", "raise"),
+    (_sites, "user_frame_from", "raise"),
     (_policy.SitePolicy, "site", "raise"),
     (_policy.Site, "due", "raise"),
-    (_patching, "_filter_mean_warning", "raise"),
-    (_patching, "_bind", "raise"),
+    (_patch.Patch, "filter_mean_warning", "raise"),
+    (_calls, "bind_arguments", "raise"),
     (_check, "describe", "raise"),
     (_check, "argument_findings", "raise"),  # _diagnosis's, where _check looks it up
     (_statistics, "screen", "raise"),
@@ -64,7 +64,7 @@ STAGES = [
     (_statistics, "unpack", "raise"),
     (_check, "tensor_findings", "raise"),  # _diagnosis's too
     (_reporting, "attribute", "raise"),
-    (_reporting, "site_of", "raise"),
+    (_sites, "site_of", "raise"),
     (_reporting.Record, "add", "raise"),
     (_reporting, "_warn_at", "warn"),
     (_reporting.logger, "warning", "log"),
@@ -110,23 +110,23 @@ def test_a_broken_logger_cannot_say_it_but_still_does_no_harm(
     assert all(torch.equal(a, b) for a, b in zip(expected, guarded, strict=True))
 
 
-def test_a_failing_fast_path_sends_the_call_on_to_the_wrapper(
+def test_a_failing_fast_path_sends_the_call_on_to_the_scheduled_path(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """F.kl_div's fast path runs inside wrapt's ``enabled``, where an error
-    would reach the user: it sends the call on to the wrapper instead."""
+    """The fast path runs outside ``safely``: an error there is said once and
+    the call goes on to the scheduled path."""
     expected = run(functional)
     kl_guard.install(mode="log", check_every=3)
     run(functional)  # the site is known: the next two calls take the fast path
     getframes: list[int] = []
 
-    def fails_once(depth: int) -> FrameType:  # the gate's look, then the real one
+    def fails_once(depth: int) -> FrameType:  # the fast path's look, then the real ones
         getframes.append(depth)
         if len(getframes) == 1:
             raise RuntimeError("injected")
         return sys._getframe(depth + 1)
 
-    monkeypatch.setattr(_patching, "_getframe", fails_once)
+    monkeypatch.setattr(_calls, "_getframe", fails_once)
     with caplog.at_level(logging.ERROR, logger="kl_guard"):
         for _ in range(4):
             guarded = run(functional)
@@ -138,14 +138,12 @@ def test_a_failing_fast_path_sends_the_call_on_to_the_wrapper(
 def test_a_shallower_stack_than_the_latest_sites_is_no_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """The gate looks ``depth`` frames up for the latest site; a call from a
-    shallower stack is simply another site, not a failure to report."""
+    """The fast path looks ``depth`` frames up for the latest site; a call from
+    a shallower stack is simply another site, not a failure to report."""
     kl_guard.install(mode="log", check_every=3)
     run(functional)
-    view = _patching._STATE.view
-    assert view is not None
-    code, lasti, _, route, site = view.policy.latest
-    view.policy.latest = (code, lasti, 10**6, route, site)  # deeper than any stack
+    schedule = active_view().schedule
+    schedule.latest = schedule.latest._replace(depth=10**6)  # deeper than any stack
     with caplog.at_level(logging.ERROR, logger="kl_guard"):
         run(functional)
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []

@@ -13,7 +13,7 @@ from torch import nn
 
 import kl_guard
 from helpers import logits
-from kl_guard import _check, _patching, _reporting, _statistics
+from kl_guard import _check, _lifecycle, _sites, _statistics
 
 CALLS = 10_000  # half functional, half module
 CHECK_EVERY = 20
@@ -76,9 +76,9 @@ def test_ten_thousand_calls_keep_memory_flat() -> None:
     assert sum(stat.size_diff for stat in overall) < 32 * 1024, overall[:5]
 
     assert [r for r in refs if r() is not None] == []
-    layer = _patching._STATE.base
+    layer = _lifecycle._LAYERS.base
     assert layer is not None
-    assert len(layer.policy) == 2  # one entry per call site
+    assert len(layer.schedule.policy) == 2  # one entry per call site
     # one entry per (call site, code), counting every check
     checks = len(BATCHES) + (2_000 + CALLS) // 2 // CHECK_EVERY
     assert [(f.code, f.count) for f in layer.record.findings()] == [
@@ -87,6 +87,6 @@ def test_ten_thousand_calls_keep_memory_flat() -> None:
     ] * 2
     assert _statistics._row_index.cache_info().currsize <= 256
     assert _statistics._flat_row_index.cache_info().currsize <= 256
-    assert len(_reporting._file_kinds) < 50
+    assert len(_sites._file_kinds) < 50
     assert len(_check._CALLS) <= _check._CALLS_LIMIT
     assert set(_check._KNOWN) == set(_check._CALLS.values())

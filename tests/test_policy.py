@@ -54,7 +54,33 @@ def test_a_skip_taken_below_zero_by_racing_threads_means_check_next() -> None:
 def test_sites_are_kept_apart_and_made_once() -> None:
     policy = SitePolicy()
     config = dataclasses.replace(Config(), check_every=2)
-    assert [policy.site("a", config).due(config) for _ in range(3)] == [True, False, True]
-    assert policy.site("b", config).due(config)
-    assert policy.site("a", config) is policy.site("a", config)
-    assert len(policy) == 2
+    a, b = compile("x", "<a>", "eval"), compile("y", "<b>", "eval")
+    assert [policy.site(a, 0, config).due(config) for _ in range(3)] == [True, False, True]
+    assert policy.site(b, 0, config).due(config)
+    assert policy.site(a, 2, config).due(config)  # another instruction of the same code
+    assert policy.site(a, 0, config) is policy.site(a, 0, config)
+    assert len(policy) == 3
+
+
+def test_a_new_code_object_with_a_freed_ones_id_starts_a_new_site() -> None:
+    """CPython reuses the id of a freed object: re-run notebook cells,
+    regenerated code. The new code's first call must be checked."""
+    policy = SitePolicy()
+    config = Config(check_every=1000)
+    for generation in range(200):
+        code = compile(f"x + {generation}", "<cell>", "eval")
+        assert policy.site(code, 0, config).due(config)  # its first call is checked
+        assert not policy.site(code, 0, config).due(config)
+        del code  # its id is free for the next generation's code
+    assert len(policy) <= policy.LIMIT
+
+
+def test_the_sites_stay_bounded_and_keep_the_live_ones() -> None:
+    policy = SitePolicy()
+    config = Config(check_every=1000)
+    live = compile("z", "<live>", "eval")
+    assert policy.site(live, 0, config).due(config)
+    for generation in range(3 * policy.LIMIT):
+        policy.site(compile(f"x + {generation}", "<cell>", "eval"), 0, config)
+        assert len(policy) <= policy.LIMIT
+    assert not policy.site(live, 0, config).due(config)  # still the same schedule

@@ -1,0 +1,290 @@
+"""The per-call path: what a patched ``F.kl_div`` or ``KLDivLoss.forward`` does on each call.
+
+Most calls are let through: the loss called again from the line that
+called it last, in a stretch its schedule does not check, is recognized
+by identity (:class:`~kl_guard._sites.Latest`) and costs a few attribute
+reads. The rest find their call site, ask its schedule, and, when due,
+are checked (``_check``), then reported (``_reporting``) or deferred
+(``_deferred``). Every step of kl_guard's own runs through
+``_reporting.safely``: an internal error never reaches the user's call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+from kl_guard import _check, _compat, _compiled, _deferred, _reporting, _sites
+from kl_guard._config import Config
+from kl_guard._diagnosis import Call
+from kl_guard._findings import Finding
+from kl_guard._patch import PATCH
+from kl_guard._policy import SitePolicy
+from kl_guard._sites import NO_LATEST, CallSite, Latest
+
+Wrapped = Callable[..., Any]
+Args = tuple[Any, ...]
+Kwargs = dict[str, Any]
+
+#: How far above the wrapper the latest site may be and still be recognized
+#: (1 for F.kl_div, 3 for a module through Module.__call__'s frames, more under hooks).
+LATEST_DEPTH = 8
+
+
+class Schedule:
+    """The call-site schedules of one layer, and the site it saw last."""
+
+    __slots__ = ("policy", "latest")
+
+    def __init__(self) -> None:
+        self.policy = SitePolicy()
+        self.latest: Latest = NO_LATEST
+
+
+@dataclasses.dataclass(frozen=True)
+class View:
+    """What the wrappers read, swapped in one assignment so threads never see it torn."""
+
+    config: Config
+    records: tuple[_reporting.Record, ...]  # innermost layer first
+    schedule: Schedule
+
+
+class _Active:
+    """The view of the innermost active layer; None when kl_guard is off."""
+
+    view: View | None = None
+
+
+ACTIVE = _Active()
+
+
+class _Thread(threading.local):
+    #: torch is running a KLDivLoss's forward on this thread: the F.kl_div
+    #: inside it is the module's call, counted and checked there.
+    in_module_call = False
+
+
+_THREAD = _Thread()
+
+_getframe = _compat.getframe
+_compiler = _compat.compiler
+_is_dynamo_compiling = _compat.is_dynamo_compiling
+
+
+def wrapper(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs) -> Any:
+    """The wrapper of both entry points: ``instance`` is the module for
+    ``KLDivLoss.forward`` and None for ``F.kl_div``."""
+    __tracebackhide__ = True  # see _reporting.emit
+    # dynamo's symbolic pass must not reach _getframe: a graph break
+    if _is_dynamo_compiling():
+        return wrapped(*args, **kwargs)
+    view = ACTIVE.view
+    if view is None:
+        return wrapped(*args, **kwargs)
+    latest = view.schedule.latest
+    # Not while a later pass of torch.compile or torch.export traces: those
+    # run the user's lines again, on fake tensors, and are no eager call.
+    if (
+        latest.site.skip > 0
+        and latest.module is (instance is not None)
+        and not _compiler._is_compiling_flag
+    ):
+        try:
+            frame = _getframe(latest.depth)
+        except ValueError:  # a shallower stack than the latest site's
+            frame = None
+        except Exception as exc:  # the call goes on to the scheduled path
+            _reporting.internal_error(exc)
+            frame = None
+        if frame is not None and frame.f_code is latest.code and frame.f_lasti == latest.lasti:
+            latest.site.skip -= 1  # a decrement lost between threads only delays a check
+            return (
+                wrapped(*args, **kwargs)
+                if instance is None
+                else _module_call(wrapped, args, kwargs)
+            )
+    return _scheduled_call(wrapped, instance, args, kwargs, view)
+
+
+def _call(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs) -> Any:
+    """torch's own call, with a module's marked (see :func:`_module_call`)."""
+    if instance is None:
+        return wrapped(*args, **kwargs)
+    return _module_call(wrapped, args, kwargs)
+
+
+def _module_call(wrapped: Wrapped, args: Args, kwargs: Kwargs) -> Any:
+    """A module's call with the thread marked: the F.kl_div inside its forward
+    is then neither checked nor counted a second time."""
+    thread = _THREAD
+    previous = thread.in_module_call
+    thread.in_module_call = True
+    try:
+        return wrapped(*args, **kwargs)
+    finally:
+        thread.in_module_call = previous  # a module called inside another's (a mode's) nests
+
+
+def _scheduled_call(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs, view: View) -> Any:
+    """A call the fast path did not let through: find its site, ask its schedule."""
+    __tracebackhide__ = True  # see _reporting.emit
+    if _THREAD.in_module_call:  # the F.kl_div inside a module's forward
+        return _call(wrapped, instance, args, kwargs)
+    if _compiler._is_compiling_flag:
+        return _traced_call(wrapped, instance, args, kwargs, view)
+    try:
+        caller: FrameType | None = _getframe(2)  # the wrapper's caller
+    except ValueError:  # called from C, with no Python frame above
+        caller = None
+    located = _reporting.safely(_locate, view, instance is not None, caller)
+    if located is None or not located[1]:
+        return _call(wrapped, instance, args, kwargs)
+    return _checked_call(wrapped, instance, args, kwargs, view, located[0])
+
+
+def _locate(view: View, module: bool, caller: FrameType | None) -> tuple[FrameType | None, bool]:
+    """The user's frame of a call, and whether its schedule checks it now."""
+    schedule = view.schedule
+    latest = schedule.latest
+    frame = caller
+    for _ in range(latest.depth - 1):
+        frame = frame.f_back if frame is not None else None
+    if (
+        frame is None
+        or frame.f_code is not latest.code
+        or frame.f_lasti != latest.lasti
+        or latest.module is not module
+    ):
+        frame = _sites.user_frame_from(caller)
+        # f_lasti, not f_lineno: the line number decodes the code's line table
+        site = schedule.policy.site(
+            frame.f_code if frame else None, frame.f_lasti if frame else -1, view.config
+        )
+        depth = _depth(caller, frame)
+        if frame is not None and depth:
+            schedule.latest = Latest(frame.f_code, frame.f_lasti, depth, module, site)
+        return frame, site.due(view.config)
+    return frame, latest.site.due(view.config)
+
+
+def _depth(caller: FrameType | None, frame: FrameType | None) -> int:
+    """How many frames above the wrapper ``frame`` is (0 when past :data:`LATEST_DEPTH`)."""
+    depth = 1
+    while caller is not None and caller is not frame and depth < LATEST_DEPTH:
+        caller, depth = caller.f_back, depth + 1
+    return depth if caller is frame else 0
+
+
+def _checked_call(
+    wrapped: Wrapped,
+    instance: Any,
+    args: Args,
+    kwargs: Kwargs,
+    view: View,
+    frame: FrameType | None,
+) -> Any:
+    __tracebackhide__ = True  # see _reporting.emit
+    prepared = _reporting.safely(_prepare)
+    result = _call(wrapped, instance, args, kwargs)
+    if prepared is None:  # half prepared: leave the call alone
+        return result
+    outcome = _reporting.safely(_findings_of, args, kwargs, instance, view, result, frame)
+    if outcome is not None and outcome[0]:
+        _reporting.report(outcome[0], view.config, view.records, outcome[1])
+    return result
+
+
+def _prepare() -> bool:
+    if _deferred.pending():
+        _deferred.drain(block=False)
+    PATCH.filter_mean_warning()
+    return True
+
+
+def _findings_of(
+    args: Args, kwargs: Kwargs, instance: Any, view: View, result: Any, frame: FrameType | None
+) -> tuple[list[Finding], CallSite | None]:
+    """The findings of a checked call, now, or none yet when its check is deferred."""
+    call, bound = _call_of(args, kwargs, instance)
+    if call is None:
+        return [], None
+    config = view.config
+    if _deferred.defers(bound["input"], config):
+        # the site, not the frame: the caller's frame holds its tensors
+        site = _sites.site_of(frame)
+        measurement = _check.measure(
+            call,
+            bound["input"],
+            bound["target"],
+            result,
+            sample_rows=config.sample_rows,
+            dims=_check.all_dims(call),
+        )
+        _deferred.defer(measurement, config, view.records, site)
+        return [], site
+    diagnoses = _check.examine(
+        call, bound["input"], bound["target"], result, sample_rows=config.sample_rows
+    )
+    if not diagnoses:
+        return [], None  # a correct call: no site to look up (its line number is a decode)
+    site = _sites.site_of(frame)
+    return _reporting.attribute(diagnoses, site), site
+
+
+def _traced_call(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs, view: View) -> Any:
+    """A call run by a tracing pass of torch.compile or torch.export (see ``_compiled``)."""
+    __tracebackhide__ = True  # see _reporting.emit
+    outcome = _reporting.safely(_trace, args, kwargs, instance)
+    if outcome is not None and outcome[0]:
+        config = _compiled.trace_config(view.config)
+        _reporting.report(outcome[0], config, view.records, outcome[1])
+    return _call(wrapped, instance, args, kwargs)
+
+
+def _trace(args: Args, kwargs: Kwargs, instance: Any) -> tuple[list[Finding], CallSite | None]:
+    PATCH.filter_mean_warning()
+    call, _ = _call_of(args, kwargs, instance)
+    site = _sites.site_of(_sites.user_frame(1))
+    return _compiled.trace_findings(call, site), site
+
+
+_FUNCTIONAL_PARAMS = ("input", "target", "size_average", "reduce", "reduction", "log_target")
+_FUNCTIONAL_DEFAULTS: dict[str, Any] = {
+    "size_average": None,
+    "reduce": None,
+    "reduction": "mean",
+    "log_target": False,
+}
+
+
+def bind_arguments(args: Args, kwargs: Kwargs, instance: Any) -> dict[str, Any]:
+    """The call's arguments by name, a module's reduction and log_target included."""
+    if instance is None:
+        bound = dict(_FUNCTIONAL_DEFAULTS)
+        bound.update(zip(_FUNCTIONAL_PARAMS, args, strict=False))
+    else:
+        bound = {
+            "reduction": getattr(instance, "reduction", "mean"),
+            "log_target": getattr(instance, "log_target", False),
+        }
+        bound.update(zip(_FUNCTIONAL_PARAMS[:2], args, strict=False))
+    bound.update(kwargs)
+    return bound
+
+
+def _call_of(args: Args, kwargs: Kwargs, instance: Any) -> tuple[Call | None, dict[str, Any]]:
+    bound = bind_arguments(args, kwargs, instance)
+    call = _check.describe(
+        bound.get("input"),
+        bound.get("target"),
+        api="function" if instance is None else "module",
+        size_average=bound.get("size_average"),
+        reduce=bound.get("reduce"),
+        reduction=bound.get("reduction", "mean"),
+        log_target=bound.get("log_target", False),
+    )
+    return call, bound

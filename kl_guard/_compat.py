@@ -1,0 +1,133 @@
+"""Compatibility: every private torch, CPython and wrapt detail kl_guard uses, with its fallback.
+
+Nothing else in kl_guard touches a private name. Each detail has a primary
+path (fast, or the only exact one) and a fallback that is correct but slower
+or coarser; :data:`PRIMARY` records which one is in use, and the test suite
+asserts that on the pinned torch every primary path is, so an upstream
+change fails a test instead of quietly slowing kl_guard down or blinding it.
+"""
+
+from __future__ import annotations
+
+import sys
+import warnings
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import torch
+import wrapt
+
+#: Which primary path is in use, by detail (False: its fallback).
+PRIMARY: dict[str, bool] = {}
+
+
+def _primary(name: str, available: bool) -> bool:
+    PRIMARY[name] = available
+    return available
+
+
+# -- CPython frames ---------------------------------------------------------
+#: ``sys._getframe(depth)``: the call site without building a traceback.
+getframe: Callable[[int], FrameType] = sys._getframe
+
+# -- torch's compiler state -------------------------------------------------
+is_dynamo_compiling: Callable[[], bool]
+if _primary("is_dynamo_compiling", hasattr(torch.compiler, "is_dynamo_compiling")):
+    is_dynamo_compiling = torch.compiler.is_dynamo_compiling
+else:
+    is_dynamo_compiling = torch._dynamo.is_compiling
+
+_is_compiling: Callable[[], bool] = (
+    getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
+)
+
+
+class _CompilingFlag:
+    """``torch.compiler.is_compiling()`` as an attribute, where torch has no flag."""
+
+    @property
+    def _is_compiling_flag(self) -> bool:
+        return _is_compiling()
+
+
+#: An object whose ``_is_compiling_flag`` is True while torch.compile or
+#: torch.export traces. The hot path reads the attribute: the public
+#: ``is_compiling()`` costs two Python calls (``torch.jit.is_scripting()``
+#: first), more than the rest of a not-checked call's tests together.
+compiler: Any = (
+    torch.compiler
+    if _primary("compiling_flag", hasattr(torch.compiler, "_is_compiling_flag"))
+    else _CompilingFlag()
+)
+
+_compile_context_class = getattr(torch._guards, "CompileContext", None)
+_try_get = getattr(_compile_context_class, "try_get", None)
+_primary("compile_context", _try_get is not None)
+
+
+def compile_context() -> object:
+    """The compilation being traced, or None outside one (or where torch cannot say)."""
+    return _try_get() if _try_get is not None else None
+
+
+_functorch_wrapped: Callable[[torch.Tensor], bool] | None = getattr(
+    torch._C._functorch, "is_functorch_wrapped_tensor", None
+)
+_primary("functorch_wrapped", _functorch_wrapped is not None)
+
+
+def is_functorch_wrapped(x: torch.Tensor) -> bool:
+    """Whether ``x`` is a functorch wrapper (vmap's batched, grad's), whose values
+    cannot be read. The fallback says no: the read then fails inside a check,
+    which is logged once as an internal error and never reaches the user."""
+    return _functorch_wrapped is not None and _functorch_wrapped(x)
+
+
+# -- warnings ---------------------------------------------------------------
+_filters_mutated: Callable[[], None] | None = getattr(warnings, "_filters_mutated", None)
+_primary("filters_mutated", _filters_mutated is not None)
+_NEVER = "\x00kl_guard: a filter that matches no message"
+
+
+def filters_changed() -> None:
+    """Tell ``warnings`` that ``warnings.filters`` was edited in place, so the
+    ``__warningregistry__`` caches of earlier decisions are dropped."""
+    if _filters_mutated is not None:
+        _filters_mutated()
+        return
+    # Public API bumps the same version: add a filter that matches nothing, then drop it.
+    warnings.filterwarnings("ignore", message=_NEVER, append=True)
+    warnings.filters[:] = [f for f in warnings.filters if getattr(f[1], "pattern", None) != _NEVER]  # type: ignore[index]
+
+
+# -- wrapt --------------------------------------------------------------------
+_wrapper_base: Any = wrapt.FunctionWrapper.__mro__[1]  # wrapt's _FunctionWrapperBase
+_primary("wrapt_builtin_binding", _wrapper_base.__name__ == "_FunctionWrapperBase")
+
+
+def function_wrapper(
+    cls: type[Any], original: Callable[..., Any], wrapper: Callable[..., Any], enabled: object
+) -> Any:
+    """``cls(original, wrapper, enabled=enabled)`` for a plain function, cheaper to call.
+
+    For a plain function wrapt looks up ``original.__self__`` on every call,
+    and the AttributeError it raises and clears costs about half of a
+    not-checked call. wrapt's "builtin" binding skips that look-up; it only
+    changes what happens when the wrapper is bound as a method, which no call
+    of ``F.kl_div`` does.
+    """
+    if PRIMARY["wrapt_builtin_binding"]:
+        try:
+            fast = cls.__new__(cls)  # type: ignore[call-overload]
+            _wrapper_base.__init__(fast, original, None, wrapper, enabled, "builtin")
+            return fast
+        except TypeError:  # a wrapt whose base takes other arguments
+            PRIMARY["wrapt_builtin_binding"] = False
+    return cls(original, wrapper, enabled=enabled)
+
+
+def bound_owner(bound: Any) -> Any:
+    """What a wrapt bound wrapper is bound to: the instance, else the class."""
+    instance = getattr(bound, "_self_instance", None)
+    return instance if instance is not None else bound._self_owner

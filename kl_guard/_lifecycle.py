@@ -1,0 +1,193 @@
+"""The lifecycle: ``install()``, ``uninstall()``, ``guard()`` and the layers they stack.
+
+The patch is on while at least one layer is active (``install()`` or a
+running ``guard()``) and off when the last one ends. The innermost layer's
+settings apply; every active layer records what it sees.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
+
+from kl_guard import _calls, _deferred, _reporting
+from kl_guard._config import Config, Mode, configure, default_config
+from kl_guard._findings import Finding
+from kl_guard._patch import PATCH
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class _Layer:
+    """One active ``install()`` or ``guard()``: its settings, findings and schedules."""
+
+    __slots__ = ("config", "record", "schedule")
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.record = _reporting.Record()
+        self.schedule = _calls.Schedule()
+
+
+class _Layers:
+    def __init__(self) -> None:
+        self.base: _Layer | None = None
+        self.guards: list[_Layer] = []
+
+    def innermost(self) -> _Layer | None:
+        return self.guards[-1] if self.guards else self.base
+
+    def refresh(self) -> None:
+        """Bring the patch and the wrappers' view in line with the layers (lock held)."""
+        layers = [*reversed(self.guards), *([self.base] if self.base else [])]
+        if not layers:
+            _calls.ACTIVE.view = None
+            PATCH.remove()
+            return
+        PATCH.apply(_calls.wrapper)
+        top = layers[0]
+        _calls.ACTIVE.view = (
+            None
+            if top.config.mode is Mode.OFF
+            else _calls.View(top.config, tuple(layer.record for layer in layers), top.schedule)
+        )
+
+
+_LAYERS = _Layers()
+
+
+def _schedule(config: Config) -> tuple[int | None, int, int]:
+    return config.check_every, config.warmup, config.max_interval
+
+
+def install(mode: Mode | str | None = None, **options: Any) -> None:
+    """Patch the KL entry points for the rest of the program (or until :func:`uninstall`).
+
+    A second call only updates the settings. ``mode`` defaults to the
+    ``KL_GUARD_MODE`` environment variable, else ``"warn"``.
+    """
+    with PATCH.lock:
+        base = _LAYERS.base
+        config = configure(base.config if base else default_config(), mode, **options)
+        if base is None:
+            _LAYERS.base = _Layer(config)
+        else:
+            if _schedule(config) != _schedule(base.config):
+                base.schedule = _calls.Schedule()  # a new schedule starts afresh at every site
+            base.config = config
+        _LAYERS.refresh()
+
+
+def uninstall() -> None:
+    """Undo :func:`install`; the originals are back once no ``guard()`` is running."""
+    _deferred.drain(block=True)
+    with PATCH.lock:
+        _LAYERS.base = None
+        _LAYERS.refresh()
+
+
+def is_installed() -> bool:
+    """Whether the KL entry points are patched right now."""
+    return PATCH.on
+
+
+def findings() -> list[Finding]:
+    """Findings recorded since :func:`install`, one per (location, code) with a count."""
+    _deferred.drain(block=True)
+    base = _LAYERS.base
+    return base.record.findings() if base else []
+
+
+def reset() -> None:
+    """Remove every layer and the patch, as if kl_guard had never started (for tests)."""
+    _deferred.drain(block=True)
+    with PATCH.lock:
+        _LAYERS.base = None
+        _LAYERS.guards.clear()
+        _LAYERS.refresh()
+
+
+class Guard:
+    """Checks KL calls while active: a context manager, a decorator, or start()/stop().
+
+    Options left out are inherited from the enclosing ``install()`` or guard
+    when it starts. Guards nest; ``stop()`` restores exactly the state before
+    ``start()``.
+    """
+
+    def __init__(self, mode: Mode | str | None = None, **options: Any) -> None:
+        # Fail now, not when the guard starts: a bad option or KL_GUARD_MODE
+        # surfaces where the guard is written, before any training step.
+        configure(default_config(), mode, **options)
+        self._mode = mode
+        self._options = options
+        self._layer: _Layer | None = None
+        self._last: _Layer | None = None
+
+    @property
+    def findings(self) -> list[Finding]:
+        """Findings of the block so far, in order of first occurrence, with counts."""
+        if self._layer is not None:
+            _deferred.drain(block=True)
+        layer = self._layer or self._last
+        return layer.record.findings() if layer else []
+
+    @property
+    def active(self) -> bool:
+        return self._layer is not None
+
+    def start(self) -> None:
+        with PATCH.lock:
+            if self._layer is not None:
+                raise RuntimeError(
+                    "kl_guard: this guard is already active; create another guard() to nest."
+                )
+            outer = _LAYERS.innermost()
+            base = outer.config if outer else default_config()
+            self._layer = _Layer(configure(base, self._mode, **self._options))
+            _LAYERS.guards.append(self._layer)
+            _LAYERS.refresh()
+
+    def stop(self) -> None:
+        if self._layer is not None:
+            _deferred.drain(block=True)
+        with PATCH.lock:
+            layer, self._layer = self._layer, None
+            if layer is None:
+                return
+            self._last = layer
+            if layer in _LAYERS.guards:
+                _LAYERS.guards.remove(layer)
+            _LAYERS.refresh()
+
+    def __enter__(self) -> Guard:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def __call__(self, func: F) -> F:
+        mode, options = self._mode, self._options
+        if inspect.iscoroutinefunction(func):
+
+            @functools.wraps(func)
+            async def async_guarded(*args: Any, **kwargs: Any) -> Any:
+                with Guard(mode, **options):
+                    return await func(*args, **kwargs)
+
+            return cast(F, async_guarded)
+
+        @functools.wraps(func)
+        def guarded(*args: Any, **kwargs: Any) -> Any:
+            with Guard(mode, **options):
+                return func(*args, **kwargs)
+
+        return cast(F, guarded)
+
+
+def guard(mode: Mode | str | None = None, **options: Any) -> Guard:
+    """A :class:`Guard`: ``with kl_guard.guard(mode="raise") as g:`` or ``@kl_guard.guard()``."""
+    return Guard(mode, **options)

@@ -1,0 +1,158 @@
+"""Call sites: which frame is the user's, where it is, and the latest site a wrapper saw."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from types import CodeType, FrameType
+from typing import Any, NamedTuple
+
+import torch
+import wrapt
+
+from kl_guard import _compat
+from kl_guard._policy import Site
+
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
+_INTERNAL_PREFIXES = tuple(
+    os.path.dirname(os.path.abspath(path)) + os.sep
+    for path in (torch.__file__, wrapt.__file__, __file__)
+    if path
+)
+# torch's compiler stack, which builds code from strings and calls it. Not
+# torch.nn: a module's forward written in "<string>" (a REPL, exec, doctest)
+# is called by Module.__call__ and is the user's.
+_COMPILER_PREFIXES = tuple(
+    os.path.join(_TORCH_DIR, package) + os.sep
+    for package in ("_dynamo", "_functorch", "_inductor", "_higher_order_ops", "_export", "fx")
+)
+
+# What a code object's file says of whose code it is.
+USER = 0  # a file of the user's (first: falsy, the one test of the common call)
+LIBRARY = 1  # torch, wrapt or kl_guard
+COMPILER = 2  # torch's compiler stack: library code, and the caller of generated code
+FX_GRAPH = 3  # FX graph code, which torch.compile's eager backend runs: torch's
+SYNTHETIC = 4  # "<string>" and the like: torch's when its compiler runs it, else the user's
+
+# Kinds of real files, by name. Bounded: a long session may load many files,
+# and a kind is cheap to work out again; "<...>" names (one per FX graph, per
+# notebook cell) are never kept, their kind being a prefix test.
+_file_kinds: dict[str, int] = {}
+FILE_KINDS_LIMIT = 4096
+
+
+def file_kind(filename: str) -> int:
+    kind = _file_kinds.get(filename)
+    if kind is not None:
+        return kind
+    if filename.startswith("<"):
+        return FX_GRAPH if filename.startswith("<eval_with_key>") else SYNTHETIC
+    path = os.path.abspath(filename)
+    if path.startswith(_COMPILER_PREFIXES):
+        kind = COMPILER
+    elif path.startswith(_INTERNAL_PREFIXES):
+        kind = LIBRARY
+    else:
+        kind = USER
+    if len(_file_kinds) >= FILE_KINDS_LIMIT:
+        _file_kinds.clear()
+    _file_kinds[filename] = kind
+    return kind
+
+
+def user_frame(depth: int = 1) -> FrameType | None:
+    """The innermost frame outside torch, wrapt and kl_guard, seen from ``depth`` up.
+
+    Under ``torch.compile``'s eager backend the graph runs as generated code
+    called from the user's function with its bytecode rewritten by dynamo
+    (which no longer maps to the loss's line); both are skipped, so the call
+    site is the line that called the compiled function, at run time as at
+    trace time. So is code that torch's compiler builds from a string and
+    calls (AOTAutograd's ``<string>`` wrappers); any other ``<string>`` frame
+    is the user's (``python -c``, ``exec``, a REPL, a doctest).
+    """
+    try:
+        frame: FrameType | None = _compat.getframe(depth + 1)
+    except ValueError:
+        return None
+    return user_frame_from(frame)
+
+
+def user_frame_from(frame: FrameType | None) -> FrameType | None:
+    """:func:`user_frame`, starting at ``frame``."""
+    generated = False
+    kinds = _file_kinds
+    while frame is not None:
+        code = frame.f_code
+        kind = kinds.get(code.co_filename)  # this runs on every call: no call per frame
+        if kind is None:
+            kind = file_kind(code.co_filename)
+        if not kind:
+            if not (generated and _rewritten_by_dynamo(code)):
+                return frame
+        elif kind == FX_GRAPH:
+            generated = True
+        elif kind == SYNTHETIC and not _called_by_torch(frame):
+            return frame
+        frame = frame.f_back
+    return None
+
+
+def _called_by_torch(frame: FrameType) -> bool:
+    caller = frame.f_back
+    return caller is not None and file_kind(caller.f_code.co_filename) in (COMPILER, FX_GRAPH)
+
+
+def _rewritten_by_dynamo(code: CodeType) -> bool:
+    return any(name.startswith("__compiled_fn") for name in code.co_names)
+
+
+@dataclasses.dataclass(frozen=True)
+class CallSite:
+    """Where the user called the loss: enough to warn there later, without the frame.
+
+    Holding the frame would keep every local of the caller alive (tensors
+    included) for as long as a finding is pending; the module's globals are
+    alive anyway.
+    """
+
+    filename: str
+    lineno: int
+    module_globals: dict[str, Any] = dataclasses.field(compare=False, repr=False)
+
+    @functools.cached_property
+    def location(self) -> str:
+        filename = self.filename
+        try:
+            relative = os.path.relpath(filename)
+        except ValueError:  # another drive on Windows
+            relative = filename
+        if not relative.startswith(os.pardir):
+            filename = relative
+        return f"{filename}:{self.lineno}"
+
+
+def site_of(frame: FrameType | None) -> CallSite | None:
+    if frame is None:
+        return None
+    return CallSite(frame.f_code.co_filename, frame.f_lineno, frame.f_globals)
+
+
+class Latest(NamedTuple):
+    """The call site a wrapper saw last, recognized again by identity alone.
+
+    A loop calls the loss from one line: the frame ``depth`` levels above the
+    wrapper is that line when its code object *is* ``code`` and its
+    instruction offset is ``lasti``. No frame walk, key or look-up. ``code``
+    is held strongly, so its identity cannot pass to code compiled later.
+    """
+
+    code: CodeType | None
+    lasti: int
+    depth: int  # frames between the wrapper and the user's line
+    module: bool  # the call was nn.KLDivLoss's, not F.kl_div's
+    site: Site
+
+
+NO_LATEST = Latest(None, -1, 1, False, Site(1))
