@@ -298,3 +298,11 @@ def fully_removed() -> bool:
         None,
         False,
     )
+
+
+def marked_line(path: str, marker: str) -> int:
+    """The line of ``path`` that carries the comment ``# <marker>``: exactly one must."""
+    with open(path) as f:
+        lines = [n for n, text in enumerate(f, 1) if text.rstrip().endswith(f"# {marker}")]
+    assert len(lines) == 1, f"{marker!r} marks lines {lines} of {path}"
+    return lines[0]

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import kl_guard
-from helpers import latest_site, logits
+from helpers import latest_site, logits, marked_line
 from kl_guard import _calls, _compat
 
 LOSS = nn.KLDivLoss(reduction="batchmean")
@@ -54,8 +54,8 @@ def test_eager_backend_checks_at_run_time_at_the_callers_line() -> None:
     s, t = logits(4, 5), logits(4, 5, seed=1)
     expected = torch.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), 1)
     for _ in range(3):
-        assert torch.equal(compiled(s, t), expected)  # the line
-    line = test_eager_backend_checks_at_run_time_at_the_callers_line.__code__.co_firstlineno + 6
+        assert torch.equal(compiled(s, t), expected)  # calls the eager-compiled function
+    line = marked_line(__file__, "calls the eager-compiled function")
     # once while dynamo traces (fake tensors), then at each of the 3 runs
     assert [(f.code, f.location, f.count) for f in kl_guard.findings()] == [
         ("KLG001", f"tests/test_compile.py:{line}", 4)
@@ -76,9 +76,9 @@ def test_inductor_reports_argument_findings_when_it_traces(caches: str) -> None:
         torch._inductor.config.patch(force_disable_caches=caches == "disabled"),
         pytest.warns(kl_guard.KLG001Warning) as record,
     ):
-        result = compiled(s, t)  # the line
+        result = compiled(s, t)  # calls the inductor-compiled function
     torch.testing.assert_close(result, expected)
-    line = test_inductor_reports_argument_findings_when_it_traces.__code__.co_firstlineno + 14
+    line = marked_line(__file__, "calls the inductor-compiled function")
     found = [w for w in record if issubclass(w.category, kl_guard.KLGuardWarning)]
     assert [(w.filename, w.lineno) for w in found] == [(__file__, line)]
     compiled(s, t)  # compiled code does not call back into kl_guard

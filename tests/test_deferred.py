@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import kl_guard
-from helpers import active_view, logits
+from helpers import active_view, logits, marked_line
 from kl_guard import _check, _deferred
 
 
@@ -31,10 +31,8 @@ def test_finding_waits_for_a_later_call_and_keeps_its_line(deferred: None) -> No
     kl_guard.install(check_every=1)
     with warnings.catch_warnings(record=True) as record:
         warnings.simplefilter("always")
-        F.kl_div(*probs_input(), reduction="batchmean")  # the misuse
-        misuse_line = (
-            test_finding_waits_for_a_later_call_and_keeps_its_line.__code__.co_firstlineno + 4
-        )
+        F.kl_div(*probs_input(), reduction="batchmean")  # the deferred misuse
+        misuse_line = marked_line(__file__, "the deferred misuse")
         assert record == []  # nothing read back yet
         assert _deferred.pending() == 1
         F.kl_div(F.log_softmax(logits(8, 5), 1), F.softmax(logits(8, 5), 1), reduction="sum")

@@ -8,7 +8,7 @@ import pytest
 import torch.nn.functional as F
 
 import kl_guard
-from helpers import logits
+from helpers import logits, marked_line
 from kl_guard._diagnosis import (
     Call,
     Space,
@@ -145,7 +145,7 @@ def test_the_screen_reads_the_maximum_where_rounding_widens_the_logsumexp(
 
 def test_message_layout_line_by_line() -> None:
     inp, tgt = F.softmax(logits(64, 1000), 1), F.softmax(logits(64, 1000, seed=1), 1)
-    [finding, _] = kl_guard.check(inp, tgt, reduction="batchmean")  # the line
+    [finding, _] = kl_guard.check(inp, tgt, reduction="batchmean")  # the laid-out call
     lines = finding.message.splitlines()
     assert lines[0] == (
         "KLG003: input to kl_div looks like probabilities (softmax output?), not log-probabilities"
@@ -156,7 +156,7 @@ def test_message_layout_line_by_line() -> None:
     assert (
         lines[3] == '  fix: F.kl_div(F.log_softmax(logits, dim=1), target, reduction="batchmean")'
     )
-    line = test_message_layout_line_by_line.__code__.co_firstlineno + 2
+    line = marked_line(__file__, "the laid-out call")
     assert lines[4] == f"  at: tests/test_diagnosis.py:{line}"
     assert finding.location == f"tests/test_diagnosis.py:{line}"
     assert len(lines) == 5

@@ -7,7 +7,14 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from kl_guard._statistics import _row_index, compute, layout, sample_fibers, unpack
+from kl_guard._statistics import (
+    _flat_row_index,
+    _row_index,
+    compute,
+    layout,
+    sample_fibers,
+    unpack,
+)
 
 
 @given(
@@ -44,9 +51,20 @@ def test_sampling_copies_only_the_sampled_rows() -> None:
     assert rows.numel() < x.numel() / 100
 
 
-def test_row_index_is_cached() -> None:
-    a = _row_index((10, 20), 16, torch.device("cpu"))
-    assert a is _row_index((10, 20), 16, torch.device("cpu"))
+@pytest.mark.parametrize(("total", "k"), [(200, 16), (17, 16), (5, 2), (1000, 3)])
+def test_sampled_rows_are_evenly_spaced_first_and_last_included(total: int, k: int) -> None:
+    rows = _flat_row_index(total, k, torch.device("cpu")).tolist()
+    assert rows[0] == 0 and rows[-1] == total - 1
+    assert rows == sorted(set(rows)) and len(rows) == k
+    gaps = [b - a for a, b in zip(rows, rows[1:], strict=False)]
+    assert max(gaps) - min(gaps) <= 1
+
+
+def test_row_multi_indices_address_the_same_rows() -> None:
+    x = torch.arange(10 * 20).reshape(10, 20)
+    flat = _flat_row_index(200, 16, torch.device("cpu"))
+    i, j = _row_index((10, 20), 16, torch.device("cpu"))
+    assert torch.equal(x[i, j], flat)
 
 
 def test_masked_rows_are_excluded() -> None:
