@@ -276,6 +276,21 @@ MISUSES: list[tuple[str, Case]] = [
 ]
 
 
+#: The entry points as torch defines them, captured before any test installs kl_guard.
+ORIGINAL_KL_DIV = F.kl_div
+ORIGINAL_FORWARD = torch.nn.KLDivLoss.forward
+
+
+def good() -> Tensors:
+    """A correct call's tensors: log-probabilities and probabilities over dim 1."""
+    return F.log_softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1)
+
+
+def probs_input() -> Tensors:
+    """The commonest misuse: probabilities as the input (KLG003, KLG004)."""
+    return F.softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1)
+
+
 def active_view() -> _calls.View:
     """What the wrappers read now (kl_guard must be active and not off)."""
     view = _calls.ACTIVE.view

@@ -11,20 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 
 import kl_guard
-from helpers import active_view, logits, marked_line
+from helpers import (
+    active_view,
+    good,
+    logits,
+    marked_line,
+    probs_input,
+)
 from kl_guard import _calls
-
-ORIGINAL_KL_DIV = F.kl_div
-ORIGINAL_FORWARD = nn.KLDivLoss.forward
-
-
-def good() -> tuple[torch.Tensor, torch.Tensor]:
-    return F.log_softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1)
-
-
-def probs_input() -> tuple[torch.Tensor, torch.Tensor]:
-    return F.softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1)
-
 
 GOOD = "F.kl_div(log_p, q, reduction='batchmean')"
 MISUSE = "F.kl_div(p, q, reduction='batchmean')"  # probabilities as the input

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 import kl_guard
-from helpers import active_view, logits, marked_line
+from helpers import active_view, logits, marked_line, probs_input
 from kl_guard import _check, _deferred
 
 
@@ -21,10 +21,6 @@ def deferred(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setattr(_deferred.SWITCHES, "on_cpu", True)
     yield
     kl_guard.flush()
-
-
-def probs_input() -> tuple[torch.Tensor, torch.Tensor]:
-    return F.softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1)
 
 
 def test_finding_waits_for_a_later_call_and_keeps_its_line(deferred: None) -> None:

@@ -8,18 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import kl_guard
-from helpers import logits, marked_line
-
-ORIGINAL_KL_DIV = F.kl_div
-ORIGINAL_FORWARD = nn.KLDivLoss.forward
-
-
-def good() -> tuple[torch.Tensor, torch.Tensor]:
-    return F.log_softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1)
-
-
-def probs_input() -> tuple[torch.Tensor, torch.Tensor]:
-    return F.softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1)
+from helpers import ORIGINAL_FORWARD, ORIGINAL_KL_DIV, good, marked_line, probs_input
 
 
 def test_install_patches_and_uninstall_restores_the_originals() -> None:

@@ -6,23 +6,10 @@ import logging
 import warnings
 
 import pytest
-import torch
 import torch.nn.functional as F
-from torch import nn
 
 import kl_guard
-from helpers import logits
-
-ORIGINAL_KL_DIV = F.kl_div
-ORIGINAL_FORWARD = nn.KLDivLoss.forward
-
-
-def good() -> tuple[torch.Tensor, torch.Tensor]:
-    return F.log_softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1)
-
-
-def probs_input() -> tuple[torch.Tensor, torch.Tensor]:
-    return F.softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1)
+from helpers import good, probs_input
 
 
 def test_warn_mode_deduplicates_per_site_and_code() -> None:

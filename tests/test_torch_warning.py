@@ -12,18 +12,7 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 
 import kl_guard
-from helpers import logits
-
-ORIGINAL_KL_DIV = F.kl_div
-ORIGINAL_FORWARD = nn.KLDivLoss.forward
-
-
-def good() -> tuple[torch.Tensor, torch.Tensor]:
-    return F.log_softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1)
-
-
-def probs_input() -> tuple[torch.Tensor, torch.Tensor]:
-    return F.softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1)
+from helpers import good, probs_input
 
 
 def test_torch_mean_warning_is_replaced_while_active_and_back_after() -> None:
