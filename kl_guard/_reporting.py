@@ -21,6 +21,7 @@ from kl_guard._config import Config, Mode
 from kl_guard._diagnosis import Diagnosis
 from kl_guard._exceptions import WARNING_CATEGORIES, KLGuardError
 from kl_guard._findings import Finding
+from kl_guard._notebook import cell_label
 
 logger = logging.getLogger("kl_guard")
 
@@ -122,6 +123,9 @@ class CallSite:
 
     @functools.cached_property
     def location(self) -> str:
+        cell = cell_label(self.filename, self.lineno)
+        if cell is not None:
+            return cell
         filename = self.filename
         try:
             relative = os.path.relpath(filename)
