@@ -1,6 +1,7 @@
-"""Command line: ``python -m kl_guard demo | codes | run``.
+"""Command line: ``python -m kl_guard demo | codes | explain CODE | run``.
 
-Only argument parsing lives here; each command's work is in its own module.
+Only argument parsing lives here; each command's work is in its own module,
+imported when the command runs (``codes`` and ``explain`` need no torch).
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from kl_guard import _runner
+from kl_guard import _codes
 from kl_guard._config import default_config, parse_codes, parse_mode
 from kl_guard._findings import CODES
 
 _RUN_MODES = ("warn", "raise", "log")
 
 
-def _codes(option: str) -> Callable[[str], frozenset[str]]:
+def _code_set(option: str) -> Callable[[str], frozenset[str]]:
     def convert(text: str) -> frozenset[str]:
         try:
             return parse_codes(text, option=option)
@@ -25,6 +26,15 @@ def _codes(option: str) -> Callable[[str], frozenset[str]]:
             raise argparse.ArgumentTypeError(str(exc)) from None
 
     return convert
+
+
+def _code(text: str) -> str:
+    code = text.strip().upper()
+    if code not in CODES:
+        raise argparse.ArgumentTypeError(
+            f"unknown code {text!r}; valid codes are {', '.join(CODES)}"
+        )
+    return code
 
 
 def _count(text: str) -> int:
@@ -41,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.add_parser("demo", help="walk through the pitfalls, each diagnosis and its fix")
     commands.add_parser("codes", help="list the finding codes")
+    explain = commands.add_parser(
+        "explain",
+        help="explain a code: what it means, a wrong and a right call, how to silence it",
+    )
+    explain.add_argument("code", type=_code, metavar="CODE", help="e.g. KLG003")
     run = commands.add_parser(
         "run",
         help="run a script or module under kl_guard, then print a summary of the findings",
@@ -54,10 +69,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", metavar="PATH", help="also write the findings to PATH as JSON")
     run.add_argument(
-        "--select", type=_codes("--select"), metavar="CODES", help="report only these codes"
+        "--select", type=_code_set("--select"), metavar="CODES", help="report only these codes"
     )
     run.add_argument(
-        "--ignore", type=_codes("--ignore"), metavar="CODES", help="never report these codes"
+        "--ignore", type=_code_set("--ignore"), metavar="CODES", help="never report these codes"
     )
     run.add_argument(
         "--check-every",
@@ -81,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from kl_guard import _runner
+
     error: Callable[[str], NoReturn] = args.error
     try:
         mode = parse_mode(args.mode) if args.mode else default_config().mode
@@ -112,8 +129,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kl_guard._demo import run
 
         return run(sys.stdout)
-    for code, meaning in CODES.items():
-        print(f"{code}  {meaning}")
+    if args.command == "explain":
+        sys.stdout.write(_codes.explain(args.code))
+        return 0
+    sys.stdout.write(_codes.listing())
     return 0
 
 

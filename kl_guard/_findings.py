@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import dataclasses
+import types
+from collections.abc import Mapping
 
-#: Every code kl_guard can report, with its one-line meaning. Codes are a
-#: public contract: they are never renumbered or reused.
-CODES: dict[str, str] = {
-    "KLG001": "reduction resolves to 'mean', which also divides by the number of classes",
-    "KLG002": "log_target does not match the space the target is in",
-    "KLG003": "input is not log-probabilities",
-    "KLG004": "the loss is negative beyond rounding, NaN or infinite",
-    "KLG005": "input and target shapes differ and broadcast silently",
-    "KLG006": "a distribution is normalized over the wrong dimension",
-    "KLG007": "target is not a probability distribution",
-    "KLG008": "the target requires grad while the input does not",
-}
+from kl_guard import _codes
+
+#: Every code kl_guard can report, with its one-line meaning (read-only; the
+#: full text is in ``python -m kl_guard explain CODE``). Codes are a public
+#: contract: they are never renumbered or reused.
+CODES: Mapping[str, str] = types.MappingProxyType({c.code: c.title for c in _codes.ALL})
+
+#: The codes reported only where ``select`` names them.
+OPT_IN = frozenset(c.code for c in _codes.ALL if c.opt_in)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,6 +6,11 @@ the ini option ``kl_guard``, else ``KL_GUARD_MODE``, else ``off``. Whatever
 the mode, ``@pytest.mark.kl_guard(mode=..., **options)`` guards one test (or a
 module, through ``pytestmark``) and the ``kl_guard`` fixture hands a test the
 guard it runs under.
+
+Off, it costs a pytest run nothing: this module imports only the standard
+library, pytest and the torch-free part of kl_guard; torch comes with the
+first ``kl_guard.Guard``, when the plugin is on, a test is marked or the
+fixture is used.
 """
 
 from __future__ import annotations
@@ -13,14 +18,17 @@ from __future__ import annotations
 import dataclasses
 import os
 from collections.abc import Generator, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
+import kl_guard
 from kl_guard._config import ENV_MODE, Mode, parse_mode
 from kl_guard._findings import Finding
-from kl_guard._lifecycle import Guard
-from kl_guard._reporting import Record, summary_lines
+
+if TYPE_CHECKING:
+    from kl_guard import Guard
+    from kl_guard._reporting import Record
 
 _CHOICES = (Mode.OFF, Mode.WARN, Mode.RAISE)
 _INI = "kl_guard"
@@ -36,12 +44,13 @@ class _Session:
     # ``from torch.nn.functional import kl_div`` at import time binds the
     # wrapper; its record gathers the findings of every test for the summary.
     layer: Guard | None
-    # Findings sent back by pytest-xdist workers, merged per (location, code).
-    workers: Record = dataclasses.field(default_factory=Record)
+    # Findings sent back by pytest-xdist workers, merged per (location, code);
+    # None with the layer: workers of a session that is off send none.
+    workers: Record | None
 
 
 _SESSION = pytest.StashKey[_Session]()
-_ITEM_GUARD = pytest.StashKey[Guard]()
+_ITEM_GUARD = pytest.StashKey["Guard"]()
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -74,14 +83,17 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _begin(config: pytest.Config, option: str | None) -> None:
     mode, source = _resolve(config, option)
-    layer = None
+    layer = workers = None
     if mode is not Mode.OFF:
-        layer = Guard(Mode.OFF)
+        from kl_guard._reporting import Record
+
+        layer = kl_guard.Guard(Mode.OFF)
         layer.start()
         # A cleanup, unlike pytest_unconfigure, also runs when the command
         # line fails to parse after this point.
         config.add_cleanup(layer.stop)
-    config.stash[_SESSION] = _Session(mode, source, layer)
+        workers = Record()
+    config.stash[_SESSION] = _Session(mode, source, layer, workers)
 
 
 def _resolve(config: pytest.Config, option: str | None) -> tuple[Mode, str | None]:
@@ -142,7 +154,7 @@ def _guard_for(item: pytest.Item) -> Guard | None:
                 "e.g. @pytest.mark.kl_guard(mode='raise')."
             )
         options.update(marker.kwargs)
-    return Guard(**options)
+    return kl_guard.Guard(**options)
 
 
 @pytest.fixture(name="kl_guard")
@@ -157,7 +169,7 @@ def kl_guard_fixture(request: pytest.FixtureRequest) -> Iterator[Guard]:
     if guard is not None:
         yield guard
         return
-    with Guard() as own:
+    with kl_guard.Guard() as own:
         yield own
 
 
@@ -172,6 +184,8 @@ def pytest_testnodedown(node: Any, error: object) -> None:
     # No workeroutput when the worker crashed.
     sent = getattr(node, "workeroutput", {}).get(_WORKER_OUTPUT, ())
     record = node.config.stash[_SESSION].workers
+    if record is None:
+        return
     for fields in sent:
         record.add(Finding(**fields))
 
@@ -181,6 +195,8 @@ def pytest_terminal_summary(
 ) -> None:
     found = _findings(config)
     if found:
+        from kl_guard._reporting import summary_lines
+
         terminalreporter.write_sep("=", "kl_guard findings")
         for line in summary_lines(found):
             terminalreporter.write_line(line)
@@ -189,6 +205,6 @@ def pytest_terminal_summary(
 def _findings(config: pytest.Config) -> list[Finding]:
     """This session's findings; under xdist the controller runs no test, its workers do."""
     session = config.stash[_SESSION]
-    if session.layer is None:
+    if session.layer is None or session.workers is None:
         return []
     return [*session.layer.findings, *session.workers.findings()]

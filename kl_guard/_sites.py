@@ -12,6 +12,7 @@ import torch
 import wrapt
 
 from kl_guard import _compat
+from kl_guard._notebook import cell_label
 from kl_guard._policy import Site
 
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
@@ -123,6 +124,9 @@ class CallSite:
 
     @functools.cached_property
     def location(self) -> str:
+        cell = cell_label(self.filename, self.lineno)
+        if cell is not None:
+            return cell
         filename = self.filename
         try:
             relative = os.path.relpath(filename)

@@ -25,6 +25,24 @@ def test_codes_lists_the_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert [line.split()[0] for line in out] == list(CODES)
 
 
+@pytest.mark.parametrize("typed", ["KLG003", "klg003", " KLG003 "])
+def test_explain_takes_a_code_in_any_case(typed: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["explain", typed]) == 0
+    assert capsys.readouterr().out.startswith("KLG003: input is not log-probabilities\n\n")
+
+
+def test_explain_of_an_unknown_code_lists_the_valid_ones(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["explain", "KLG099"])
+    assert info.value.code == 2
+    assert (
+        "error: argument CODE: unknown code 'KLG099'; valid codes are "
+        "KLG001, KLG002, KLG003, KLG004, KLG005, KLG006, KLG007, KLG008"
+    ) in capsys.readouterr().err
+
+
 def test_no_command_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as info:
         main([])

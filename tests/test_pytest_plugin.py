@@ -90,6 +90,21 @@ def test_misuse_passes_without_the_plugin_and_fails_in_raise_mode(
     assert not kl_guard.is_installed()
 
 
+def test_off_it_imports_no_torch(pytester: pytest.Pytester) -> None:
+    # A process of its own: this one has torch already.
+    pytester.makepyfile(
+        test_cost="""
+        import sys
+
+        def test_torch_is_not_imported():
+            assert "torch" not in sys.modules
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "kl_guard")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["kl_guard: mode=off (default)"])
+
+
 def test_reference_taken_by_a_conftest_import_is_checked(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(losses="from torch.nn.functional import kl_div\n")
     pytester.makeconftest("import losses\n")

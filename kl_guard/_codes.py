@@ -1,0 +1,277 @@
+"""The finding codes, each explained once: the README's table, ``codes`` and ``explain`` read it.
+
+Every example runs as it is shown (tests/test_codes.py runs each under a
+guard) with ``torch``, ``torch.nn.functional as F`` and ``torch.nn as nn``
+imported: the wrong one gets its code, the right one gets none.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import textwrap
+
+WIDTH = 79
+
+
+@dataclasses.dataclass(frozen=True)
+class Code:
+    """One code: its one-line ``title``, what it means, and how to fix or silence it.
+
+    ``cause`` and ``fix`` are the README table's short columns (Markdown);
+    ``meaning`` is plain text, paragraphs split by blank lines. An
+    ``opt_in`` code is reported only where ``select`` names it.
+    """
+
+    code: str
+    title: str
+    meaning: str
+    cause: str
+    fix: str
+    wrong: str
+    right: str
+    opt_in: bool = False
+
+    @property
+    def heading(self) -> str:
+        return f"{self.code} (opt-in)" if self.opt_in else self.code
+
+    @property
+    def silence(self) -> tuple[str, ...]:
+        """How to turn the code off, for one line, or for warnings only: lines of code."""
+        if self.opt_in:
+            switch = f"# off unless select names {self.code}: install(select=...), run --select"
+        else:
+            switch = (
+                f'kl_guard.install(ignore="{self.code}")  # also guard(), run --ignore {self.code}'
+            )
+        return (
+            switch,
+            f"loss = F.kl_div(...)  # kl_guard: ignore[{self.code}]  (this line only)",
+            f'warnings.filterwarnings("ignore", category=kl_guard.{self.code}Warning)'
+            "  # warning only",
+        )
+
+
+ALL = (
+    Code(
+        code="KLG001",
+        title="reduction resolves to 'mean', which also divides by the number of classes",
+        meaning=(
+            "With reduction='mean', F.kl_div and nn.KLDivLoss divide the summed loss by every "
+            "element of the input, batch times classes: the value and its gradient are the KL "
+            "divergence per sample divided by the number of classes. 'batchmean' divides by "
+            "the batch size only and gives the KL divergence per sample; for one distribution "
+            "alone, 'sum' gives it.\n\n"
+            "'mean' is the default of both, and what the deprecated size_average and reduce "
+            "arguments resolve to: reduce='batchmean', a typo, silently means 'mean'."
+        ),
+        cause="`nn.KLDivLoss()` with no arguments, or `reduce='batchmean'`",
+        fix='`reduction="batchmean"`',
+        wrong=(
+            "torch.manual_seed(0)\n"
+            "s, t = torch.randn(8, 5), torch.randn(8, 5)  # student and teacher logits\n"
+            "kl = nn.KLDivLoss()\n"
+            "loss = kl(F.log_softmax(s, 1), F.softmax(t, 1))\n"
+        ),
+        right=(
+            "torch.manual_seed(0)\n"
+            "s, t = torch.randn(8, 5), torch.randn(8, 5)  # student and teacher logits\n"
+            'kl = nn.KLDivLoss(reduction="batchmean")\n'
+            "loss = kl(F.log_softmax(s, 1), F.softmax(t, 1))\n"
+        ),
+    ),
+    Code(
+        code="KLG002",
+        title="log_target does not match the space the target is in",
+        meaning=(
+            "log_target says what the target holds: False (the default) means probabilities, "
+            "True means log-probabilities. With the wrong flag kl_div computes the loss from "
+            "the wrong numbers, without an error. The advice 'set log_target=True when you "
+            "pass probabilities' has it backwards."
+        ),
+        cause="log-probabilities with `log_target=False`, or probabilities with `log_target=True`",
+        fix="flip `log_target`",
+        wrong=(
+            "torch.manual_seed(0)\n"
+            "s, t = torch.randn(8, 5), torch.randn(8, 5)\n"
+            'loss = F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), reduction="batchmean")\n'
+        ),
+        right=(
+            "torch.manual_seed(0)\n"
+            "s, t = torch.randn(8, 5), torch.randn(8, 5)\n"
+            "loss = F.kl_div(\n"
+            '    F.log_softmax(s, 1), F.log_softmax(t, 1), reduction="batchmean", log_target=True\n'
+            ")\n"
+        ),
+    ),
+    Code(
+        code="KLG003",
+        title="input is not log-probabilities",
+        meaning=(
+            "F.kl_div(input, target) computes target * (log(target) - input): the input must "
+            "be log-probabilities, the output of log_softmax. Probabilities (a softmax "
+            "output), raw logits or unnormalized scores give a loss that is not a KL "
+            "divergence, often a negative one. So does swapping input and target: kl_div is "
+            "not symmetric, the input is the model's distribution, the target the reference."
+        ),
+        cause="softmax output, raw logits, unnormalized scores, or input and target swapped",
+        fix="`F.log_softmax(logits, dim=...)` as input",
+        wrong=(
+            "torch.manual_seed(0)\n"
+            "s, t = torch.randn(8, 5), torch.randn(8, 5)\n"
+            'loss = F.kl_div(F.softmax(s, 1), F.softmax(t, 1), reduction="batchmean")\n'
+        ),
+        right=(
+            "torch.manual_seed(0)\n"
+            "s, t = torch.randn(8, 5), torch.randn(8, 5)\n"
+            'loss = F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")\n'
+        ),
+    ),
+    Code(
+        code="KLG004",
+        title="the loss is negative beyond rounding, NaN or infinite",
+        meaning=(
+            "A KL divergence is never negative, and it is finite wherever the model gives "
+            "some probability to what the target holds. A negative loss is the symptom of "
+            "another finding (KLG002, KLG003, KLG007), reported with it. An infinite or NaN "
+            "loss comes from -inf in the input, the log of a probability of 0 (probs.log()), "
+            "or in a log target. The message names the cause it found."
+        ),
+        cause="one of the above; `-inf` in the input (`probs.log()`), `-inf` in a log target",
+        fix="the cause is named in the message",
+        wrong=(
+            "torch.manual_seed(0)\n"
+            "probs = F.one_hot(torch.arange(8) % 5, 5).float()  # a model sure of itself\n"
+            "target = F.softmax(torch.randn(8, 5), dim=1)\n"
+            'loss = F.kl_div(probs.log(), target, reduction="batchmean")  # log(0) is -inf\n'
+        ),
+        right=(
+            "torch.manual_seed(0)\n"
+            "probs = F.one_hot(torch.arange(8) % 5, 5).float()  # a model sure of itself\n"
+            "target = F.softmax(torch.randn(8, 5), dim=1)\n"
+            'loss = F.kl_div(probs.clamp_min(1e-12).log(), target, reduction="batchmean")\n'
+        ),
+    ),
+    Code(
+        code="KLG005",
+        title="input and target shapes differ and broadcast silently",
+        meaning=(
+            "kl_div broadcasts input and target to one shape without a warning: a target of "
+            "one distribution, [C], against an input of [N, C] compares every sample with "
+            "that one target, and with 'batchmean' a batch made by broadcasting is divided by "
+            "the wrong size. Give both the same shape, with target.expand_as(input) where the "
+            "broadcast is meant."
+        ),
+        cause="a `[C]` target against `[N, C]` input",
+        fix="give both the same shape",
+        wrong=(
+            "torch.manual_seed(0)\n"
+            "s, t = torch.randn(8, 5), torch.randn(8, 5)\n"
+            'loss = F.kl_div(F.log_softmax(s, 1), F.softmax(t[0], 0), reduction="batchmean")\n'
+        ),
+        right=(
+            "torch.manual_seed(0)\n"
+            "s, t = torch.randn(8, 5), torch.randn(8, 5)\n"
+            'loss = F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")\n'
+        ),
+    ),
+    Code(
+        code="KLG006",
+        title="a distribution is normalized over the wrong dimension",
+        meaning=(
+            "kl_div compares distributions along one dimension, the classes. A softmax or "
+            "log_softmax over another one (dim=0, the batch, is the usual slip) gives rows "
+            "that are not distributions, and a loss that mixes the samples. kl_guard infers "
+            "the class dimension from the tensors: dim 1 of [N, C], [N, C, T] and "
+            "[N, C, H, W], the last of [B, T, V] tokens and [B, H, T, T] attention."
+        ),
+        cause="`F.softmax(t, dim=0)` over the batch",
+        fix="normalize over the class dim",
+        wrong=(
+            "torch.manual_seed(0)\n"
+            "s, t = torch.randn(8, 5), torch.randn(8, 5)\n"
+            'loss = F.kl_div(F.log_softmax(s, 1), F.softmax(t, 0), reduction="batchmean")\n'
+        ),
+        right=(
+            "torch.manual_seed(0)\n"
+            "s, t = torch.randn(8, 5), torch.randn(8, 5)\n"
+            'loss = F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")\n'
+        ),
+    ),
+    Code(
+        code="KLG007",
+        title="target is not a probability distribution",
+        meaning=(
+            "With log_target=False the target must hold probabilities: non-negative, each "
+            "row summing to 1 over the class dimension (with log_target=True, their logs). "
+            "exp() of logits, sigmoid outputs and raw logits are not, and the loss is not a "
+            "KL divergence. All-zero rows, such as masked padding tokens, are fine."
+        ),
+        cause="`t.exp()`, sigmoid outputs, raw logits as target (all-zero masked rows are fine)",
+        fix="`F.softmax(t, dim=...)`",
+        wrong=(
+            "torch.manual_seed(0)\n"
+            "s, t = torch.randn(8, 5), torch.randn(8, 5)\n"
+            'loss = F.kl_div(F.log_softmax(s, 1), t.exp(), reduction="batchmean")\n'
+        ),
+        right=(
+            "torch.manual_seed(0)\n"
+            "s, t = torch.randn(8, 5), torch.randn(8, 5)\n"
+            'loss = F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")\n'
+        ),
+    ),
+    Code(
+        code="KLG008",
+        title="the target requires grad while the input does not",
+        meaning=(
+            "kl_div(input, target) is meant with the input the model's log-probabilities and "
+            "the target the reference distribution. When the target requires grad and the "
+            "input does not, the gradient flows into the target: the model's output was "
+            "most likely passed as the target. Training through the target can be meant, "
+            "which is why this code is opt-in."
+        ),
+        cause="the model's output passed as the target",
+        fix="swap the roles, `.detach()` the reference",
+        wrong=(
+            "torch.manual_seed(0)\n"
+            "out = torch.randn(8, 5, requires_grad=True)  # the model's logits\n"
+            "ref = torch.randn(8, 5)  # the reference's logits\n"
+            'loss = F.kl_div(F.log_softmax(ref, 1), F.softmax(out, 1), reduction="batchmean")\n'
+        ),
+        right=(
+            "torch.manual_seed(0)\n"
+            "out = torch.randn(8, 5, requires_grad=True)  # the model's logits\n"
+            "ref = torch.randn(8, 5)  # the reference's logits\n"
+            'loss = F.kl_div(F.log_softmax(out, 1), F.softmax(ref, 1), reduction="batchmean")\n'
+        ),
+        opt_in=True,
+    ),
+)
+
+BY_CODE = {entry.code: entry for entry in ALL}
+
+
+def _paragraphs(text: str) -> list[str]:
+    out: list[str] = []
+    for paragraph in text.split("\n\n"):
+        if out:
+            out.append("")
+        out.extend(textwrap.wrap(paragraph, WIDTH))
+    return out
+
+
+def explain(code: str) -> str:
+    """``python -m kl_guard explain CODE``: meaning, a wrong and a right call, how to silence."""
+    entry = BY_CODE[code]
+    lines = [f"{entry.heading}: {entry.title}", "", *_paragraphs(entry.meaning), ""]
+    for label, example in (("Wrong", entry.wrong), ("Right", entry.right)):
+        lines += [f"{label}:", textwrap.indent(example, "    ").rstrip("\n"), ""]
+    lines += ["Silence:", *(f"    {line}" for line in entry.silence)]
+    return "\n".join(lines) + "\n"
+
+
+def listing() -> str:
+    """``python -m kl_guard codes``: one line per code, its title, opt-in ones marked."""
+    return "".join(
+        f"{entry.code}  {entry.title}{' (opt-in)' if entry.opt_in else ''}\n" for entry in ALL
+    )

@@ -1,0 +1,109 @@
+"""The codes' registry: one text per code, read by the README's table, ``codes`` and ``explain``."""
+
+from __future__ import annotations
+
+import ast
+import re
+import types
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import kl_guard
+from kl_guard._codes import ALL, BY_CODE, Code, explain, listing
+from kl_guard._findings import OPT_IN
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_codes_keep_their_public_one_line_meanings() -> None:
+    assert isinstance(kl_guard.CODES, types.MappingProxyType)
+    assert dict(kl_guard.CODES) == {
+        "KLG001": "reduction resolves to 'mean', which also divides by the number of classes",
+        "KLG002": "log_target does not match the space the target is in",
+        "KLG003": "input is not log-probabilities",
+        "KLG004": "the loss is negative beyond rounding, NaN or infinite",
+        "KLG005": "input and target shapes differ and broadcast silently",
+        "KLG006": "a distribution is normalized over the wrong dimension",
+        "KLG007": "target is not a probability distribution",
+        "KLG008": "the target requires grad while the input does not",
+    }
+    with pytest.raises(TypeError):
+        kl_guard.CODES["KLG009"] = "new"  # type: ignore[index]
+
+
+def test_klg008_alone_is_opt_in() -> None:
+    assert sorted(OPT_IN) == ["KLG008"]
+
+
+def readme_rows() -> list[list[str]]:
+    """The cells of each row of the README's codes table, below its header."""
+    text = README.read_text(encoding="utf-8")
+    table = text[text.index("| code | meaning | typical cause | fix |") :].split("\n\n")[0]
+    rows = [line for line in table.splitlines()[2:] if line.startswith("|")]
+    return [[cell.strip() for cell in re.split(r"\s\|\s", row.strip("| "))] for row in rows]
+
+
+def test_readme_table_is_the_registry() -> None:
+    expected = [[c.heading, c.title, c.cause, c.fix] for c in ALL]
+    assert readme_rows() == expected, "\n".join(f"| {' | '.join(row)} |" for row in expected)
+
+
+@pytest.mark.parametrize("entry", ALL, ids=lambda c: c.code)
+@pytest.mark.parametrize("which", ["wrong", "right"])
+def test_examples_are_python(entry: Code, which: str) -> None:
+    ast.parse(getattr(entry, which))
+
+
+def run_example(entry: Code, which: str) -> None:
+    source: str = getattr(entry, which)
+    # Every code enabled, opt-in ones included; each example holds one call.
+    with kl_guard.guard(mode="raise", check_every=1, select=kl_guard.CODES):
+        exec(compile(source, f"<{entry.code} {which}>", "exec"), {"torch": torch, "F": F, "nn": nn})
+
+
+@pytest.mark.parametrize("entry", ALL, ids=lambda c: c.code)
+def test_the_wrong_example_gets_its_code(entry: Code) -> None:
+    with pytest.raises(kl_guard.KLGuardError) as info:
+        run_example(entry, "wrong")
+    assert entry.code in {f.code for f in info.value.findings}
+
+
+@pytest.mark.parametrize("entry", ALL, ids=lambda c: c.code)
+def test_the_right_example_is_silent(entry: Code) -> None:
+    run_example(entry, "right")
+
+
+def test_explain_reads_as_headline_meaning_wrong_right_silence() -> None:
+    lines = explain("KLG003").splitlines()
+    assert lines[:2] == ["KLG003: input is not log-probabilities", ""]
+    assert lines[2].startswith("F.kl_div(input, target) computes")
+    assert all(len(line) <= 79 for line in lines[: lines.index("Wrong:")])
+    wrong, right, silence = (lines.index(label) for label in ("Wrong:", "Right:", "Silence:"))
+    assert lines[wrong + 1 : right - 1] == [
+        f"    {line}" for line in BY_CODE["KLG003"].wrong.splitlines()
+    ]
+    assert lines[right + 1 : silence - 1] == [
+        f"    {line}" for line in BY_CODE["KLG003"].right.splitlines()
+    ]
+    assert lines[silence + 1 :] == [
+        '    kl_guard.install(ignore="KLG003")  # also guard(), run --ignore KLG003',
+        "    loss = F.kl_div(...)  # kl_guard: ignore[KLG003]  (this line only)",
+        '    warnings.filterwarnings("ignore", category=kl_guard.KLG003Warning)  # warning only',
+    ]
+
+
+def test_an_opt_in_code_says_so_and_how_to_turn_it_on() -> None:
+    text = explain("KLG008")
+    assert text.startswith("KLG008 (opt-in): the target requires grad while the input does not\n")
+    assert "    # off unless select names KLG008: install(select=...), run --select\n" in text
+
+
+def test_listing_marks_opt_in_codes() -> None:
+    assert listing().splitlines() == [
+        f"{code}  {title}{' (opt-in)' if code in OPT_IN else ''}"
+        for code, title in kl_guard.CODES.items()
+    ]
