@@ -23,13 +23,13 @@ from kl_guard._diagnosis import (
     argument_findings,
     candidate_dims,
     other_dims,
-    resolve_reduction,
     screen_passes,
     screen_plan,
     tensor_findings,
     wants_more_dims,
 )
 from kl_guard._findings import Finding
+from kl_guard._reduction import resolve_reduction
 from kl_guard._reporting import attribute, site_of, user_frame
 
 Stats = dict[int, _statistics.DimStats]
