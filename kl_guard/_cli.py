@@ -1,6 +1,7 @@
-"""Command line: ``python -m kl_guard demo | codes | run``.
+"""Command line: ``python -m kl_guard demo | codes | run | lint``.
 
-Only argument parsing lives here; each command's work is in its own module.
+Only argument parsing lives here; each command's work is in its own module,
+imported when that command runs (``lint`` never imports torch).
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-from kl_guard import _runner
 from kl_guard._config import default_config, parse_codes, parse_mode
 from kl_guard._findings import CODES
 
@@ -77,10 +77,71 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("args", nargs=argparse.REMAINDER, help="the program's own arguments")
     run.set_defaults(error=run.error)
+    _lint_parser(commands)
     return parser
 
 
+def _lint_parser(commands: Any) -> None:
+    from kl_guard._lint._output import FORMATS
+
+    lint = commands.add_parser(
+        "lint",
+        help="find misuse of KL divergence in source files and notebooks, without running them",
+        description="Read .py files and the code cells of .ipynb notebooks for the misuses the "
+        "runtime guard reports, where the source shows them. Exit status: 0 clean, 1 findings, "
+        "2 usage error. '# kl_guard: ignore[KLG001]' on a line silences a code there.",
+    )
+    lint.add_argument(
+        "paths", nargs="*", default=["."], metavar="PATH", help="files or folders (default: .)"
+    )
+    lint.add_argument(
+        "--select", type=_codes("--select"), metavar="CODES", help="report only these codes"
+    )
+    lint.add_argument(
+        "--ignore", type=_codes("--ignore"), metavar="CODES", help="never report these codes"
+    )
+    lint.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOBS",
+        help="comma-separated globs of files and folders to skip (.git, virtual environments "
+        "and caches always are)",
+    )
+    lint.add_argument(
+        "--format", dest="output_format", choices=FORMATS, default="text", help="output format"
+    )
+    lint.add_argument(
+        "--fix", action="store_true", help="rewrite the calls whose right form is certain"
+    )
+    lint.add_argument(
+        "--unsafe-fixes",
+        action="store_true",
+        help="with --fix, also apply fixes that change the loss's value "
+        "(reduction 'mean' -> 'batchmean' rescales it)",
+    )
+
+
+def _lint(args: argparse.Namespace) -> int:
+    from kl_guard._lint._command import LintOptions, run
+
+    exclude = tuple(g.strip() for text in args.exclude for g in text.split(",") if g.strip())
+    return run(
+        LintOptions(
+            paths=tuple(args.paths),
+            exclude=exclude,
+            select=args.select,
+            ignore=args.ignore or frozenset(),
+            output_format=args.output_format,
+            fix=args.fix,
+            unsafe_fixes=args.unsafe_fixes,
+        )
+    )
+
+
 def _run(args: argparse.Namespace) -> int:
+    from kl_guard import _runner
+
     error: Callable[[str], NoReturn] = args.error
     try:
         mode = parse_mode(args.mode) if args.mode else default_config().mode
@@ -108,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
+    if args.command == "lint":
+        return _lint(args)
     if args.command == "demo":
         from kl_guard._demo import run
 
