@@ -12,6 +12,7 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import fnmatch
+import functools
 import io
 import json
 import os
@@ -116,9 +117,11 @@ class Document:
         self.data = data  # the file's bytes as read
         self.cells = tuple(cells)
         self.notebook = notebook
-        starts = [0]
-        starts.extend(m.end() for m in _NEWLINE.finditer(text))
-        self._starts = starts
+
+    @functools.cached_property
+    def _starts(self) -> list[int]:
+        """Where each line starts: computed for the few files that are parsed."""
+        return [0, *(m.end() for m in _NEWLINE.finditer(self.text))]
 
     def line(self, lineno: int) -> str:
         """The text of line ``lineno`` (1-based), without its newline."""

@@ -63,8 +63,9 @@ class Scope:
         """The bindings ``name`` refers to from here, or None (a builtin or undefined)."""
         scope: Scope | None = self
         while scope is not None:
-            if name in scope.redirect:
-                return scope.redirect[name].lookup(name)
+            target = scope.redirect.get(name, scope)
+            if target is not scope:
+                return target.lookup(name)
             if name in scope.bindings:
                 return scope.bindings[name], scope
             scope = scope.parent
@@ -170,11 +171,14 @@ class Names(ast.NodeVisitor):
         self._scope.function.bind(node.target.id, Binding("other", self._scope))
 
     def visit_Global(self, node: ast.Global) -> None:
-        for name in node.names:
-            self._scope.redirect[name] = self.module
+        if self._scope is not self.module:
+            for name in node.names:
+                self._scope.redirect[name] = self.module
 
     def visit_Nonlocal(self, node: ast.Nonlocal) -> None:
         outer = self._scope.parent or self.module
+        while outer.kind == "class" and outer.parent is not None:
+            outer = outer.parent
         for name in node.names:
             outer.bind(name, Binding("other", outer))  # changed from inside: undecided
             self._scope.redirect[name] = outer
