@@ -27,6 +27,11 @@ def _codes(option: str) -> Callable[[str], frozenset[str]]:
     return convert
 
 
+def _add_codes(parser: argparse.ArgumentParser) -> None:
+    for option, meaning in (("--select", "report only these codes"), ("--ignore", "never these")):
+        parser.add_argument(option, type=_codes(option), metavar="CODES", help=meaning)
+
+
 def _count(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
@@ -53,12 +58,7 @@ def _parser() -> argparse.ArgumentParser:
         help="what to do with a finding (default: $KL_GUARD_MODE, else warn)",
     )
     run.add_argument("--json", metavar="PATH", help="also write the findings to PATH as JSON")
-    run.add_argument(
-        "--select", type=_codes("--select"), metavar="CODES", help="report only these codes"
-    )
-    run.add_argument(
-        "--ignore", type=_codes("--ignore"), metavar="CODES", help="never report these codes"
-    )
+    _add_codes(run)
     run.add_argument(
         "--check-every",
         type=_count,
@@ -94,12 +94,7 @@ def _lint_parser(commands: Any) -> None:
     lint.add_argument(
         "paths", nargs="*", default=["."], metavar="PATH", help="files or folders (default: .)"
     )
-    lint.add_argument(
-        "--select", type=_codes("--select"), metavar="CODES", help="report only these codes"
-    )
-    lint.add_argument(
-        "--ignore", type=_codes("--ignore"), metavar="CODES", help="never report these codes"
-    )
+    _add_codes(lint)
     lint.add_argument(
         "--exclude",
         action="append",
