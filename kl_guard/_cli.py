@@ -28,7 +28,10 @@ def _codes(option: str) -> Callable[[str], frozenset[str]]:
 
 
 def _add_codes(parser: argparse.ArgumentParser) -> None:
-    for option, meaning in (("--select", "report only these codes"), ("--ignore", "never these")):
+    for option, meaning in (
+        ("--select", "report only these codes"),
+        ("--ignore", "never report these codes"),
+    ):
         parser.add_argument(option, type=_codes(option), metavar="CODES", help=meaning)
 
 
