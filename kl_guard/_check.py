@@ -23,12 +23,12 @@ from kl_guard._diagnosis import (
     argument_findings,
     candidate_dims,
     other_dims,
-    resolve_reduction,
     screen_passes,
     screen_plan,
     tensor_findings,
     wants_more_dims,
 )
+from kl_guard._reduction import resolve_reduction
 
 Stats = dict[int, _statistics.DimStats]
 

@@ -1,7 +1,7 @@
-"""Command line: ``python -m kl_guard demo | codes | explain CODE | run``.
+"""Command line: ``python -m kl_guard demo | codes | explain CODE | run | lint``.
 
 Only argument parsing lives here; each command's work is in its own module,
-imported when the command runs (``codes`` and ``explain`` need no torch).
+imported when that command runs (``codes``, ``explain`` and ``lint`` need no torch).
 """
 
 from __future__ import annotations
@@ -37,6 +37,14 @@ def _code(text: str) -> str:
     return code
 
 
+def _add_codes(parser: argparse.ArgumentParser) -> None:
+    for option, meaning in (
+        ("--select", "report only these codes"),
+        ("--ignore", "never report these codes"),
+    ):
+        parser.add_argument(option, type=_code_set(option), metavar="CODES", help=meaning)
+
+
 def _count(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, not {text!r}")
@@ -68,12 +76,7 @@ def _parser() -> argparse.ArgumentParser:
         help="what to do with a finding (default: $KL_GUARD_MODE, else warn)",
     )
     run.add_argument("--json", metavar="PATH", help="also write the findings to PATH as JSON")
-    run.add_argument(
-        "--select", type=_code_set("--select"), metavar="CODES", help="report only these codes"
-    )
-    run.add_argument(
-        "--ignore", type=_code_set("--ignore"), metavar="CODES", help="never report these codes"
-    )
+    _add_codes(run)
     run.add_argument(
         "--check-every",
         type=_count,
@@ -92,7 +95,61 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("args", nargs=argparse.REMAINDER, help="the program's own arguments")
     run.set_defaults(error=run.error)
+    _lint_parser(commands)
     return parser
+
+
+def _lint_parser(commands: Any) -> None:
+    from kl_guard._lint._output import FORMATS
+
+    lint = commands.add_parser(
+        "lint",
+        help="find misuse of KL divergence in source files and notebooks, without running them",
+        description="Read .py files and the code cells of .ipynb notebooks for the misuses the "
+        "runtime guard reports, where the source shows them. Exit status: 0 clean, 1 findings, "
+        "2 usage error. '# kl_guard: ignore[KLG001]' on a line silences a code there.",
+    )
+    lint.add_argument(
+        "paths", nargs="*", default=["."], metavar="PATH", help="files or folders (default: .)"
+    )
+    _add_codes(lint)
+    lint.add_argument(
+        "--exclude",
+        action="append",
+        default=[],
+        metavar="GLOBS",
+        help="comma-separated globs of files and folders to skip (.git, virtual environments "
+        "and caches always are)",
+    )
+    lint.add_argument(
+        "--format", dest="output_format", choices=FORMATS, default="text", help="output format"
+    )
+    lint.add_argument(
+        "--fix", action="store_true", help="rewrite the calls whose right form is certain"
+    )
+    lint.add_argument(
+        "--unsafe-fixes",
+        action="store_true",
+        help="with --fix, also apply fixes that change the loss's value "
+        "(reduction 'mean' -> 'batchmean' rescales it)",
+    )
+
+
+def _lint(args: argparse.Namespace) -> int:
+    from kl_guard._lint._command import LintOptions, run
+
+    exclude = tuple(g.strip() for text in args.exclude for g in text.split(",") if g.strip())
+    return run(
+        LintOptions(
+            paths=tuple(args.paths),
+            exclude=exclude,
+            select=args.select,
+            ignore=args.ignore or frozenset(),
+            output_format=args.output_format,
+            fix=args.fix,
+            unsafe_fixes=args.unsafe_fixes,
+        )
+    )
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -125,6 +182,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         return _run(args)
+    if args.command == "lint":
+        return _lint(args)
     if args.command == "demo":
         from kl_guard._demo import run
 

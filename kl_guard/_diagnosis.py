@@ -115,17 +115,6 @@ class Space(enum.Enum):
         return self in (Space.PROB, Space.LOGPROB)
 
 
-def resolve_reduction(size_average: object, reduce: object, reduction: object) -> str:
-    """The reduction torch applies, following ``torch.nn._reduction.legacy_get_string``."""
-    if size_average is None and reduce is None:
-        return str(reduction)
-    average = True if size_average is None else bool(size_average)
-    reducing = True if reduce is None else bool(reduce)
-    if average and reducing:
-        return "mean"
-    return "sum" if reducing else "none"
-
-
 def broadcast_shape(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...] | None:
     """The broadcast of two shapes, or None when they do not broadcast."""
     out: list[int] = []

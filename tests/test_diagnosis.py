@@ -17,28 +17,10 @@ from kl_guard._diagnosis import (
     broadcast_shape,
     candidate_dims,
     classify,
-    resolve_reduction,
     screen_passes,
     screen_plan,
 )
 from kl_guard._statistics import Range, SideStats
-
-
-@pytest.mark.parametrize(
-    ("size_average", "reduce", "reduction", "expected"),
-    [
-        (None, None, "batchmean", "batchmean"),
-        (None, None, "mean", "mean"),
-        (None, "batchmean", "batchmean", "mean"),
-        (False, None, "mean", "sum"),
-        (None, False, "mean", "none"),
-        (True, True, "sum", "mean"),
-    ],
-)
-def test_resolve_reduction_follows_torch(
-    size_average: object, reduce: object, reduction: str, expected: str
-) -> None:
-    assert resolve_reduction(size_average, reduce, reduction) == expected
 
 
 def test_broadcast_shape() -> None:
