@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 # These modules need only the standard library: importing them here keeps
 # ``kl_guard.KLGuardError`` its public name in a traceback whatever raised it.
-from kl_guard._config import Config, Mode
+from kl_guard._config import Config, Mode, Options
 from kl_guard._exceptions import (
     KLG001Warning,
     KLG002Warning,
@@ -30,7 +30,15 @@ from kl_guard._findings import CODES, Finding
 
 if TYPE_CHECKING:
     from kl_guard._deferred import flush
-    from kl_guard._lifecycle import Guard, findings, guard, install, is_installed, uninstall
+    from kl_guard._lifecycle import (
+        Guard,
+        findings,
+        guard,
+        install,
+        is_active,
+        is_installed,
+        uninstall,
+    )
     from kl_guard._manual import check
 
 __version__ = "0.1.0"
@@ -51,11 +59,13 @@ __all__ = [
     "KLGuardError",
     "KLGuardWarning",
     "Mode",
+    "Options",
     "check",
     "findings",
     "flush",
     "guard",
     "install",
+    "is_active",
     "is_installed",
     "uninstall",
 ]
@@ -69,6 +79,7 @@ _LAZY = {
     "flush": "kl_guard._deferred",
     "guard": "kl_guard._lifecycle",
     "install": "kl_guard._lifecycle",
+    "is_active": "kl_guard._lifecycle",
     "is_installed": "kl_guard._lifecycle",
     "uninstall": "kl_guard._lifecycle",
 }

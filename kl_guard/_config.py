@@ -6,7 +6,7 @@ import dataclasses
 import enum
 import os
 from collections.abc import Collection, Iterable, Mapping
-from typing import Any
+from typing import Any, TypedDict
 
 from kl_guard._findings import CODES
 
@@ -53,6 +53,22 @@ class Config:
         if code in self.ignore:
             return False
         return self.select is None or code in self.select
+
+
+class Options(TypedDict, total=False):
+    """The keyword options of ``install()`` and ``guard()``, each as in :class:`Config`.
+
+    An option left out keeps the value of the enclosing ``install()`` or
+    guard (``install()`` called again keeps its own), else :class:`Config`'s default.
+    """
+
+    check_every: int | None  # check every N-th call per call site; None: the default policy
+    warmup: int  # calls checked first at every call site (8)
+    max_interval: int  # the widest gap between checks of the default policy (1024)
+    sample_rows: int  # rows read per check along the class dim (32)
+    select: str | Iterable[str] | None  # report only these codes (KLG008 only when named)
+    ignore: str | Iterable[str] | None  # never report these codes
+    all_ranks: bool  # warn and log on every torch.distributed rank, not rank 0 only
 
 
 OPTION_NAMES = tuple(field.name for field in dataclasses.fields(Config) if field.name != "mode")

@@ -10,12 +10,15 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from kl_guard import _calls, _deferred, _reporting
-from kl_guard._config import Config, Mode, configure, default_config
+from kl_guard._config import Config, Mode, Options, configure, default_config
 from kl_guard._findings import Finding
 from kl_guard._patch import PATCH
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -62,15 +65,28 @@ def _schedule(config: Config) -> tuple[int | None, int, int]:
     return config.check_every, config.warmup, config.max_interval
 
 
-def install(mode: Mode | str | None = None, **options: Any) -> None:
+def _configure(
+    inherited: Config | None, mode: Mode | str | None, config: Config | None, options: Options
+) -> Config:
+    start = config if config is not None else inherited or default_config()
+    return configure(start, mode, **options)
+
+
+def install(
+    mode: Mode | str | None = None, *, config: Config | None = None, **options: Unpack[Options]
+) -> None:
     """Patch the KL entry points for the rest of the program (or until :func:`uninstall`).
 
-    A second call only updates the settings. ``mode`` defaults to the
-    ``KL_GUARD_MODE`` environment variable, else ``"warn"``.
+    ``mode``: ``"warn"`` (the default, else ``$KL_GUARD_MODE``), ``"raise"``,
+    ``"log"`` or ``"off"``. ``config``: a whole :class:`Config` to start
+    from. The other options (``check_every``, ``warmup``, ``max_interval``,
+    ``sample_rows``, ``select``, ``ignore``, ``all_ranks``) are those of
+    :class:`Config`; see :class:`kl_guard.Options`. A second call updates the
+    settings: what it leaves out keeps its value.
     """
     with PATCH.lock:
         base = _LAYERS.base
-        config = configure(base.config if base else default_config(), mode, **options)
+        config = _configure(base.config if base else None, mode, config, options)
         if base is None:
             _LAYERS.base = _Layer(config)
         else:
@@ -89,7 +105,12 @@ def uninstall() -> None:
 
 
 def is_installed() -> bool:
-    """Whether the KL entry points are patched right now."""
+    """Whether :func:`install` is in effect (a running ``guard()`` alone does not count)."""
+    return _LAYERS.base is not None
+
+
+def is_active() -> bool:
+    """Whether kl_guard patches the KL entry points right now: by ``install()`` or a guard."""
     return PATCH.on
 
 
@@ -117,11 +138,18 @@ class Guard:
     ``start()``.
     """
 
-    def __init__(self, mode: Mode | str | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        mode: Mode | str | None = None,
+        *,
+        config: Config | None = None,
+        **options: Unpack[Options],
+    ) -> None:
         # Fail now, not when the guard starts: a bad option or KL_GUARD_MODE
         # surfaces where the guard is written, before any training step.
-        configure(default_config(), mode, **options)
+        _configure(None, mode, config, options)
         self._mode = mode
+        self._config = config
         self._options = options
         self._layer: _Layer | None = None
         self._last: _Layer | None = None
@@ -145,8 +173,8 @@ class Guard:
                     "kl_guard: this guard is already active; create another guard() to nest."
                 )
             outer = _LAYERS.innermost()
-            base = outer.config if outer else default_config()
-            self._layer = _Layer(configure(base, self._mode, **self._options))
+            inherited = outer.config if outer else None
+            self._layer = _Layer(_configure(inherited, self._mode, self._config, self._options))
             _LAYERS.guards.append(self._layer)
             _LAYERS.refresh()
 
@@ -169,25 +197,33 @@ class Guard:
     def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
+    def _fresh(self) -> Guard:
+        return Guard(self._mode, config=self._config, **self._options)
+
     def __call__(self, func: F) -> F:
-        mode, options = self._mode, self._options
+        """Guard every call of ``func`` (a plain or an ``async`` function) with a fresh guard."""
         if inspect.iscoroutinefunction(func):
 
             @functools.wraps(func)
             async def async_guarded(*args: Any, **kwargs: Any) -> Any:
-                with Guard(mode, **options):
+                with self._fresh():
                     return await func(*args, **kwargs)
 
             return cast(F, async_guarded)
 
         @functools.wraps(func)
         def guarded(*args: Any, **kwargs: Any) -> Any:
-            with Guard(mode, **options):
+            with self._fresh():
                 return func(*args, **kwargs)
 
         return cast(F, guarded)
 
 
-def guard(mode: Mode | str | None = None, **options: Any) -> Guard:
-    """A :class:`Guard`: ``with kl_guard.guard(mode="raise") as g:`` or ``@kl_guard.guard()``."""
-    return Guard(mode, **options)
+def guard(
+    mode: Mode | str | None = None, *, config: Config | None = None, **options: Unpack[Options]
+) -> Guard:
+    """A :class:`Guard`: ``with kl_guard.guard(mode="raise") as g:`` or ``@kl_guard.guard()``.
+
+    The options are :func:`install`'s; those left out keep the enclosing layer's values.
+    """
+    return Guard(mode, config=config, **options)

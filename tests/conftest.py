@@ -37,4 +37,4 @@ def _clean_state(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     _lifecycle.reset()
     _reporting.reset_internal_error()
-    assert not kl_guard.is_installed()
+    assert not kl_guard.is_active()

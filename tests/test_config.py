@@ -15,7 +15,7 @@ def test_bad_mode_lists_the_valid_ones() -> None:
         ValueError, match="must be one of 'warn', 'raise', 'log', 'off', not 'loud'"
     ):
         kl_guard.install(mode="loud")
-    assert not kl_guard.is_installed()
+    assert not kl_guard.is_active()
 
 
 def test_bad_env_var_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -32,7 +32,7 @@ def test_bad_env_var_fails_at_install_not_at_the_first_call(
         ValueError, match="KL_GUARD_MODE must be one of 'warn', 'raise', 'log', 'off', not 'strict'"
     ):
         kl_guard.install()
-    assert not kl_guard.is_installed()
+    assert not kl_guard.is_active()
 
 
 def test_env_var_is_read_at_configuration_time_only(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,7 +97,7 @@ def test_bad_options_fail_at_once(
         kl_guard.install(**options)  # type: ignore[arg-type]
     with pytest.raises(error, match=message):
         kl_guard.guard(**options)  # type: ignore[arg-type]
-    assert not kl_guard.is_installed()
+    assert not kl_guard.is_active()
 
 
 def test_codes_are_normalized() -> None:
@@ -106,7 +106,7 @@ def test_codes_are_normalized() -> None:
 
 def test_unknown_option_lists_every_valid_one() -> None:
     with pytest.raises(TypeError) as info:
-        kl_guard.install(all_rank=True)
+        kl_guard.install(all_rank=True)  # type: ignore[call-arg]
     assert str(info.value) == (
         "kl_guard: unknown option 'all_rank'; valid options are 'mode', 'check_every', "
         "'warmup', 'max_interval', 'sample_rows', 'select', 'ignore', 'all_ranks'."

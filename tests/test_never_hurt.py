@@ -130,6 +130,6 @@ def test_threads_calling_while_another_installs_and_uninstalls() -> None:
     for t in threads:
         t.join()
     assert errors == []
-    assert not kl_guard.is_installed()
+    assert not kl_guard.is_active()
     assert not hasattr(F.kl_div, "__wrapped__")
     assert nn.KLDivLoss.forward.__qualname__ == "KLDivLoss.forward"

@@ -87,7 +87,7 @@ def test_misuse_passes_without_the_plugin_and_fails_in_raise_mode(
         ]
     )
     assert torch.nn.functional.kl_div is ORIGINAL_KL_DIV
-    assert not kl_guard.is_installed()
+    assert not kl_guard.is_active()
 
 
 def test_off_it_imports_no_torch(pytester: pytest.Pytester) -> None:
@@ -208,7 +208,7 @@ def test_guard_ends_when_a_fixture_teardown_fails(pytester: pytest.Pytester) -> 
         """
     )
     run(pytester).assert_outcomes(passed=1, errors=1)
-    assert not kl_guard.is_installed()
+    assert not kl_guard.is_active()
 
 
 @pytest.mark.parametrize(
@@ -280,7 +280,7 @@ def test_patch_is_removed_when_the_command_line_fails_late(pytester: pytest.Pyte
     # The unknown option fails the full parse, after the early hook installed.
     result = run(pytester, "--kl-guard=raise", "--no-such-option")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    assert not kl_guard.is_installed()
+    assert not kl_guard.is_active()
 
 
 def test_warn_mode_lists_the_findings_in_the_summary(
