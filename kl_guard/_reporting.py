@@ -21,6 +21,7 @@ from kl_guard._config import Config, Mode
 from kl_guard._diagnosis import Diagnosis
 from kl_guard._exceptions import WARNING_CATEGORIES, KLGuardError
 from kl_guard._findings import Finding
+from kl_guard._suppression import is_suppressed
 
 logger = logging.getLogger("kl_guard")
 
@@ -146,6 +147,14 @@ def _rank() -> int | None:
 
 
 def attribute(diagnoses: Sequence[Diagnosis], site: CallSite | None) -> list[Finding]:
+    """The findings of ``diagnoses`` at ``site``, less those its line silences.
+
+    A ``# kl_guard: ignore[CODE]`` comment on the line that called the loss
+    drops that code here, where every path (checked now, deferred, traced)
+    turns a diagnosis into a finding: it is neither recorded nor reported.
+    """
+    if site is not None:
+        diagnoses = [d for d in diagnoses if not is_suppressed(site.filename, site.lineno, d.code)]
     if not diagnoses:
         return []
     location = site.location if site is not None else "<unknown>"

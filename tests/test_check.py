@@ -109,6 +109,12 @@ def test_klg001_factor_is_elements_per_sample() -> None:
     assert 'reduction="batchmean"' in finding.message
 
 
+def test_a_comment_on_the_line_of_check_silences_its_code() -> None:
+    inp, tgt = F.log_softmax(logits(4, 6), 1), F.softmax(logits(4, 6, seed=1), 1)
+    assert kl_guard.check(inp, tgt) != []
+    assert kl_guard.check(inp, tgt) == []  # kl_guard: ignore[KLG001]
+
+
 def test_klg005_batchmean_divisor_mismatch_is_explained() -> None:
     inp, tgt = F.log_softmax(logits(10), 0), F.softmax(logits(16, 10, seed=1), 1)
     [finding] = [f for f in kl_guard.check(inp, tgt, reduction="batchmean") if f.code == "KLG005"]
