@@ -12,7 +12,7 @@ from typing import Any, NoReturn
 
 from kl_guard import _runner
 from kl_guard._config import default_config, parse_codes, parse_mode
-from kl_guard._findings import CODES
+from kl_guard._findings import CODES, OPT_IN
 
 _RUN_MODES = ("warn", "raise", "log")
 
@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.add_parser("demo", help="walk through the pitfalls, each diagnosis and its fix")
-    commands.add_parser("codes", help="list the finding codes")
+    commands.add_parser("codes", help="list the finding codes, marking the opt-in ones")
     run = commands.add_parser(
         "run",
         help="run a script or module under kl_guard, then print a summary of the findings",
@@ -54,7 +54,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--json", metavar="PATH", help="also write the findings to PATH as JSON")
     run.add_argument(
-        "--select", type=_codes("--select"), metavar="CODES", help="report only these codes"
+        "--select",
+        type=_codes("--select"),
+        metavar="CODES",
+        help="report only these codes; ALL for every code, the opt-in ones included "
+        "(default: every code but the opt-in ones)",
     )
     run.add_argument(
         "--ignore", type=_codes("--ignore"), metavar="CODES", help="never report these codes"
@@ -113,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run(sys.stdout)
     for code, meaning in CODES.items():
-        print(f"{code}  {meaning}")
+        opt_in = f" (opt-in: off unless selected, --select {code})" if code in OPT_IN else ""
+        print(f"{code}  {meaning}{opt_in}")
     return 0
 
 

@@ -351,25 +351,33 @@ def argument_findings(call: Call) -> list[Diagnosis]:
     if call.input.shape != call.target.shape:
         out.append(_shapes_differ(call, shape))
     if call.grad_enabled and call.target.requires_grad and not call.input.requires_grad:
-        out.append(
-            Diagnosis(
-                "KLG008",
-                "the target of kl_div requires grad but the input does not",
-                (
-                    f"input:  {call.input.summary}, requires_grad=False",
-                    f"target: {call.target.summary}, requires_grad=True",
-                    "the gradient flows into the target: the roles are usually swapped "
-                    "(kl_div(input=log q_model, target=p_reference))",
-                ),
-                _render_call(
-                    call,
-                    "F.log_softmax(model_logits, dim=1)",
-                    "F.softmax(reference_logits, dim=1).detach()",
-                    log_target=False,
-                ),
-            )
-        )
+        out.append(_target_requires_grad(call))
     return out
+
+
+def _target_requires_grad(call: Call) -> Diagnosis:
+    # Opt-in (see _findings.OPT_IN): the tensors of a swapped call and of
+    # reverse KL on purpose are the same, so the message names both readings.
+    return Diagnosis(
+        "KLG008",
+        "the target of kl_div requires grad but the input does not",
+        (
+            f"input:  {call.input.summary}, requires_grad=False",
+            f"target: {call.target.summary}, requires_grad=True",
+            "the gradient flows into the target: either the roles are swapped "
+            "(kl_div wants input = log q_model, target = p_reference),",
+            "or this is reverse KL on purpose: KL(student || teacher), mode-seeking "
+            "(MiniLLM, GKD), whose gradient goes through the target by design",
+        ),
+        _render_call(
+            call,
+            "F.log_softmax(model_logits, dim=1)",
+            "F.softmax(reference_logits, dim=1).detach()",
+            log_target=False,
+        )
+        + " if the roles are swapped; for reverse KL on purpose, silence this line with "
+        "the comment '# kl_guard: ignore[KLG008]' on the kl_div call",
+    )
 
 
 def _reduction_mean(call: Call, shape: tuple[int, ...]) -> Diagnosis:

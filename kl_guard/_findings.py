@@ -17,6 +17,12 @@ CODES: dict[str, str] = {
     "KLG008": "the target requires grad while the input does not",
 }
 
+#: Codes that are off unless ``select`` names them (or ``"ALL"``), like a
+#: linter's opt-in rules: they fire on a correct idiom too. KLG008 cannot
+#: tell the swapped roles it was written for from reverse KL on purpose
+#: (KL(student || teacher), the student's output as the target).
+OPT_IN: frozenset[str] = frozenset({"KLG008"})
+
 
 @dataclasses.dataclass(frozen=True)
 class Finding:
