@@ -198,9 +198,23 @@ def norm_tolerance(dtype: str) -> float:
     return _NORM_TOL.get(dtype, 5e-3)
 
 
+def carried_dtype(dtype: str, side: SideStats) -> str:
+    """The dtype whose rounding ``side``'s values carry: the coarsest whose grid
+    holds them all. Values computed in half precision and cast up
+    (``F.log_softmax(bf16_logits, -1).float()``) keep its error, a logsumexp
+    off by 0.01 and more; values computed in float32 are almost never all on
+    a half-precision grid (one-hot rows are, and are exact anyway)."""
+    if side.on_bfloat16:
+        return "bfloat16"
+    if side.on_float16:
+        return "float16"
+    return dtype
+
+
 def classify(side: SideStats, kept: int, dtype: str, classes: int) -> Space:
     if kept == 0 or side.has_nan or side.value.hi == math.inf:
         return Space.UNKNOWN
+    dtype = carried_dtype(dtype, side)
     tol = norm_tolerance(dtype)
     lse_tol = lse_tolerance(dtype, classes)
     if side.value.lo >= -tol:
@@ -671,9 +685,10 @@ def _input_not_log_probabilities(call: Call, space: Space, d: str, evidence: str
     )
 
 
-def loss_tolerance(call: Call, classes: int) -> float:
-    """How negative a loss may be from rounding alone, for this call."""
-    eps = _EPS.get(call.input.dtype, 1.2e-7)
+def loss_tolerance(call: Call, classes: int, dtype: str | None = None) -> float:
+    """How negative a loss may be from rounding alone, for this call (its
+    values rounded to ``dtype``, the input's dtype by default)."""
+    eps = _EPS.get(dtype or call.input.dtype, 1.2e-7)
     per_row = 8 * eps * max(1.0, math.log(max(classes, 2)))
     shape = call.shape
     rows = math.prod(shape) // max(classes, 1)
@@ -711,6 +726,17 @@ def _normalization_slack(call: Call, r: _Reading) -> float:
     return max(0.0, s * (lse - math.log(s))) if s > 0 else 0.0
 
 
+def _loss_dtype(call: Call, reading: _Reading | None) -> str:
+    """The coarsest precision the input's and the target's values carry."""
+    if reading is None:
+        return call.input.dtype
+    carried = (
+        carried_dtype(call.input.dtype, reading.stats.input),
+        carried_dtype(call.target.dtype, reading.stats.target),
+    )
+    return max(carried, key=lambda dtype: _EPS.get(dtype, 0.0))
+
+
 def _finite(stats: DimStats) -> bool:
     sides = (stats.input, stats.target)
     return all(math.isfinite(x) for side in sides for x in (side.value.lo, side.value.hi))
@@ -723,7 +749,7 @@ def _loss_finding(
     found: Sequence[Diagnosis],
 ) -> Diagnosis | None:
     classes = reading.stats.size if reading else (call.shape[-1] if call.shape else 1)
-    tol = loss_tolerance(call, classes)
+    tol = loss_tolerance(call, classes, _loss_dtype(call, reading))
     if call.reduction == "none":
         value = reading.stats.loss_row_min if reading else None
         label = "the lowest per-row sum of the unreduced loss"

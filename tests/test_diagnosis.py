@@ -211,3 +211,28 @@ def test_a_distribution_over_the_batch_is_no_part_of_one_over_the_classes(side: 
     codes = {f.code for f in kl_guard.check(inp, tgt, reduction="batchmean")}
     assert "KLG006" in codes
     assert codes <= {"KLG006", "KLG004"}
+
+
+def test_float32_values_on_the_bfloat16_grid_are_judged_as_bfloat16() -> None:
+    # F.log_softmax(bf16_logits, -1).float(): a logsumexp off by 0.01 is rounding.
+    stats = side((-9.0, -0.1), (-40.0, -20.0), (-0.01, 0.012))
+    assert classify(stats, kept=4, dtype="float32", classes=1000) is Space.NONPOS
+    cast = stats._replace(on_bfloat16=True, on_float16=True)
+    assert classify(cast, kept=4, dtype="float32", classes=1000) is Space.LOGPROB
+
+
+def test_log_probabilities_computed_in_bfloat16_then_cast_are_silent() -> None:
+    s, t = logits(64, 32_000).bfloat16(), logits(64, 32_000, seed=1, scale=4).bfloat16()
+    inp = F.log_softmax(s, -1).float()
+    assert inp.logsumexp(-1).abs().max() > 0.005  # past float32's tolerance
+    assert kl_guard.check(inp, F.softmax(t, -1).float(), reduction="batchmean") == []
+    same = F.log_softmax(t, -1).float()
+    assert kl_guard.check(inp, same, reduction="batchmean", log_target=True) == []
+    assert kl_guard.check(same, same, reduction="batchmean", log_target=True) == []
+
+
+def test_a_kl_just_below_0_from_bfloat16_rounding_is_not_reported() -> None:
+    t = logits(64, 32_000, seed=3, scale=4)
+    inp, tgt = F.log_softmax(t.bfloat16(), -1).float(), F.softmax(t, -1)
+    assert F.kl_div(inp, tgt, reduction="batchmean") < -1e-4  # the same distribution, rounded
+    assert kl_guard.check(inp, tgt, reduction="batchmean") == []
