@@ -115,6 +115,13 @@ def test_a_comment_on_the_line_of_check_silences_its_code() -> None:
     assert kl_guard.check(inp, tgt) == []  # kl_guard: ignore[KLG001]
 
 
+@pytest.mark.parametrize("shape", [(1, 1), (8, 1), (2, 3, 1)])
+def test_a_single_class_is_not_measured(shape: tuple[int, ...]) -> None:
+    inp = torch.zeros(shape)  # log(1): one class holds all the mass
+    assert kl_guard.check(inp, inp.exp(), reduction="sum") == []
+    assert kl_guard.check(inp, inp, reduction="none", log_target=True) == []
+
+
 def test_klg005_batchmean_divisor_mismatch_is_explained() -> None:
     inp, tgt = F.log_softmax(logits(10), 0), F.softmax(logits(16, 10, seed=1), 1)
     [finding] = [f for f in kl_guard.check(inp, tgt, reduction="batchmean") if f.code == "KLG005"]
