@@ -223,6 +223,8 @@ def measure(
         else None
     )
     dims = candidate_dims(shape) if dims is None else dims
+    if not dims:  # one class per row ([N, 1], a vocabulary shard of one id): no distribution
+        return Measurement(call)
     spec = _statistics.layout(shape, dims, sample_rows, elementwise is not None)
     packed = _statistics.compute(input.detach(), target.detach(), elementwise, dims, sample_rows)
     reduced = _reduced_loss(call, loss)

@@ -39,7 +39,11 @@ def _code(text: str) -> str:
 
 def _add_codes(parser: argparse.ArgumentParser) -> None:
     for option, meaning in (
-        ("--select", "report only these codes"),
+        (
+            "--select",
+            "report only these codes; ALL for every code, the opt-in ones included "
+            "(default: every code but the opt-in ones)",
+        ),
         ("--ignore", "never report these codes"),
     ):
         parser.add_argument(option, type=_code_set(option), metavar="CODES", help=meaning)
@@ -58,7 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     commands.add_parser("demo", help="walk through the pitfalls, each diagnosis and its fix")
-    commands.add_parser("codes", help="list the finding codes")
+    commands.add_parser("codes", help="list the finding codes, marking the opt-in ones")
     explain = commands.add_parser(
         "explain",
         help="explain a code: what it means, a wrong and a right call, how to silence it",

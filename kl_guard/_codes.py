@@ -227,11 +227,19 @@ ALL = (
             "kl_div(input, target) is meant with the input the model's log-probabilities and "
             "the target the reference distribution. When the target requires grad and the "
             "input does not, the gradient flows into the target: the model's output was "
-            "most likely passed as the target. Training through the target can be meant, "
-            "which is why this code is opt-in."
+            "most likely passed as the target. But reverse KL on purpose, KL(student || "
+            "teacher) as MiniLLM- and GKD-style trainers compute it, is the same call with "
+            "the gradient through the target by design: no check of the tensors can tell "
+            "the two apart, which is why this code is opt-in (off unless selected)."
         ),
-        cause="the model's output passed as the target",
-        fix="swap the roles, `.detach()` the reference",
+        cause=(
+            "the model's output passed as the target; also reverse KL on purpose "
+            "(KL(student ‖ teacher), MiniLLM/GKD), which looks the same"
+        ),
+        fix=(
+            "swap the roles, `.detach()` the reference; for reverse KL, "
+            "`# kl_guard: ignore[KLG008]` on the line"
+        ),
         wrong=(
             "torch.manual_seed(0)\n"
             "out = torch.randn(8, 5, requires_grad=True)  # the model's logits\n"
@@ -273,5 +281,7 @@ def explain(code: str) -> str:
 def listing() -> str:
     """``python -m kl_guard codes``: one line per code, its title, opt-in ones marked."""
     return "".join(
-        f"{entry.code}  {entry.title}{' (opt-in)' if entry.opt_in else ''}\n" for entry in ALL
+        f"{entry.code}  {entry.title}"
+        f"{f' (opt-in: off unless selected, --select {entry.code})' if entry.opt_in else ''}\n"
+        for entry in ALL
     )

@@ -8,9 +8,11 @@ import os
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, TypedDict
 
-from kl_guard._findings import CODES
+from kl_guard._findings import CODES, OPT_IN
 
 ENV_MODE = "KL_GUARD_MODE"
+#: In ``select`` or ``ignore``: every code.
+ALL = "ALL"
 
 
 class Mode(str, enum.Enum):
@@ -50,9 +52,13 @@ class Config:
         return self.all_ranks or rank is None or rank == 0
 
     def enabled(self, code: str) -> bool:
+        """Whether ``code`` is reported: ``select`` is the exact set when given;
+        without it, every code but the opt-in ones (:data:`OPT_IN`)."""
         if code in self.ignore:
             return False
-        return self.select is None or code in self.select
+        if self.select is None:
+            return code not in OPT_IN
+        return code in self.select
 
 
 class Options(TypedDict, total=False):
@@ -95,7 +101,10 @@ def parse_mode(
 
 
 def parse_codes(value: object, *, option: str) -> frozenset[str]:
-    """Accept ``"KLG001,KLG003"`` or any iterable of codes; reject unknown codes."""
+    """Accept ``"KLG001,KLG003"`` or any iterable of codes; reject unknown codes.
+
+    ``"ALL"`` stands for every code, the opt-in ones included (as in ruff).
+    """
     if isinstance(value, str):
         items = [part.strip() for part in value.split(",") if part.strip()]
     elif isinstance(value, Iterable):
@@ -108,11 +117,15 @@ def parse_codes(value: object, *, option: str) -> frozenset[str]:
     codes: set[str] = set()
     for item in items:
         code = item.strip().upper() if isinstance(item, str) else item
-        if code not in CODES:
+        if code == ALL:
+            codes.update(CODES)
+        elif code in CODES:
+            codes.add(code)
+        else:
             raise ValueError(
-                f"kl_guard: unknown code {item!r} in {option}; valid codes are {_choices(CODES)}."
+                f"kl_guard: unknown code {item!r} in {option}; "
+                f"valid codes are {_choices(CODES)}, or {ALL!r}."
             )
-        codes.add(code)
     return frozenset(codes)
 
 

@@ -70,7 +70,8 @@ PITFALLS = [
         'F.kl_div(F.log_softmax(s, 1), F.softmax(t[0], 0), reduction="batchmean")',
     ),
     Pitfall(
-        "The gradient flows into the target: the model's output passed as the target",
+        "The gradient flows into the target: the model's output passed as the target "
+        "(opt-in KLG008)",
         'nn.KLDivLoss(reduction="batchmean")(F.log_softmax(t, 1), F.softmax(student, 1))',
         'nn.KLDivLoss(reduction="batchmean")(F.log_softmax(student, 1), F.softmax(t, 1))',
     ),
@@ -113,7 +114,8 @@ def run(out: TextIO) -> int:
         return value
 
     out.write(
-        'kl_guard demo: each call below runs under kl_guard.guard(mode="raise").\n'
+        'kl_guard demo: each call below runs under kl_guard.guard(mode="raise", select="ALL")\n'
+        "(ALL: every code, the opt-in KLG008 included).\n"
         "s and t are student and teacher logits of 8 samples over 5 classes.\n"
     )
     caught = 0
@@ -122,7 +124,7 @@ def run(out: TextIO) -> int:
         with warnings.catch_warnings():
             # torch's own deprecation warning for size_average/reduce is not the point here
             warnings.simplefilter("ignore", UserWarning)
-            with guard(mode="raise", check_every=1):
+            with guard(mode="raise", check_every=1, select="ALL"):
                 try:
                     value = evaluate(pitfall.code)
                 except KLGuardError as error:

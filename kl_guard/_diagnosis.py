@@ -101,10 +101,22 @@ class Diagnosis:
 
 
 class Space(enum.Enum):
-    """What the values along one dimension look like."""
+    """What the values along one dimension look like.
+
+    The two "part of a distribution" spaces are slices of a distribution
+    normalized over more classes than the tensor holds: a rank's shard of a
+    vocabulary-parallel softmax, the teacher's top-k gathered without
+    renormalizing. Their rows sum to less than 1 (logsumexp below 0), which
+    the misuses kl_guard looks for do not: probabilities passed as
+    log-probabilities have a logsumexp of at least log(C) + 1/C over C >= 2
+    classes, raw logits have positive values. A target scaled below 1 by
+    mistake looks like a slice, and is let through.
+    """
 
     PROB = "probabilities"
+    SUBPROB = "part of a distribution: probabilities whose rows sum to less than 1"
     LOGPROB = "log-probabilities"
+    SUBLOGPROB = "part of a distribution: log-probabilities whose logsumexp is below 0"
     NONNEG = "non-negative scores that are not normalized"
     NONPOS = "non-positive log-scores that are not normalized"
     SIGNED = "raw logits (values of both signs, not normalized)"
@@ -113,6 +125,19 @@ class Space(enum.Enum):
     @property
     def normalized(self) -> bool:
         return self in (Space.PROB, Space.LOGPROB)
+
+    @property
+    def partial(self) -> bool:
+        return self in (Space.SUBPROB, Space.SUBLOGPROB)
+
+
+_PROBS = frozenset({Space.PROB, Space.SUBPROB})
+_LOG_PROBS = frozenset({Space.LOGPROB, Space.SUBLOGPROB})
+
+
+def _expected(call: Call) -> Space:
+    """The target's space the contract asks for: ``log_target`` says which."""
+    return Space.LOGPROB if call.log_target else Space.PROB
 
 
 def broadcast_shape(a: Sequence[int], b: Sequence[int]) -> tuple[int, ...] | None:
@@ -162,14 +187,35 @@ def norm_tolerance(dtype: str) -> float:
     return _NORM_TOL.get(dtype, 5e-3)
 
 
+def carried_dtype(dtype: str, side: SideStats) -> str:
+    """The dtype whose rounding ``side``'s values carry: the coarsest whose grid
+    holds them all. Values computed in half precision and cast up
+    (``F.log_softmax(bf16_logits, -1).float()``) keep its error, a logsumexp
+    off by 0.01 and more; values computed in float32 are almost never all on
+    a half-precision grid (one-hot rows are, and are exact anyway)."""
+    if side.on_bfloat16:
+        return "bfloat16"
+    if side.on_float16:
+        return "float16"
+    return dtype
+
+
 def classify(side: SideStats, kept: int, dtype: str, classes: int) -> Space:
     if kept == 0 or side.has_nan or side.value.hi == math.inf:
         return Space.UNKNOWN
+    dtype = carried_dtype(dtype, side)
     tol = norm_tolerance(dtype)
-    if side.value.lo >= -tol and side.row_sum.within(1.0, tol):
-        return Space.PROB
-    if side.value.hi <= tol and side.logsumexp.within(0.0, lse_tolerance(dtype, classes)):
-        return Space.LOGPROB
+    lse_tol = lse_tolerance(dtype, classes)
+    if side.value.lo >= -tol:
+        if side.row_sum.within(1.0, tol):
+            return Space.PROB
+        if side.row_sum.hi <= 1.0 + tol:
+            return Space.SUBPROB
+    if side.value.hi <= tol:
+        if side.logsumexp.within(0.0, lse_tol):
+            return Space.LOGPROB
+        if side.logsumexp.hi <= lse_tol:
+            return Space.SUBLOGPROB
     if side.value.lo >= 0:
         return Space.NONNEG
     if side.value.hi <= 0:
@@ -340,25 +386,33 @@ def argument_findings(call: Call) -> list[Diagnosis]:
     if call.input.shape != call.target.shape:
         out.append(_shapes_differ(call, shape))
     if call.grad_enabled and call.target.requires_grad and not call.input.requires_grad:
-        out.append(
-            Diagnosis(
-                "KLG008",
-                "the target of kl_div requires grad but the input does not",
-                (
-                    f"input:  {call.input.summary}, requires_grad=False",
-                    f"target: {call.target.summary}, requires_grad=True",
-                    "the gradient flows into the target: the roles are usually swapped "
-                    "(kl_div(input=log q_model, target=p_reference))",
-                ),
-                _render_call(
-                    call,
-                    "F.log_softmax(model_logits, dim=1)",
-                    "F.softmax(reference_logits, dim=1).detach()",
-                    log_target=False,
-                ),
-            )
-        )
+        out.append(_target_requires_grad(call))
     return out
+
+
+def _target_requires_grad(call: Call) -> Diagnosis:
+    # Opt-in (see _findings.OPT_IN): the tensors of a swapped call and of
+    # reverse KL on purpose are the same, so the message names both readings.
+    return Diagnosis(
+        "KLG008",
+        "the target of kl_div requires grad but the input does not",
+        (
+            f"input:  {call.input.summary}, requires_grad=False",
+            f"target: {call.target.summary}, requires_grad=True",
+            "the gradient flows into the target: either the roles are swapped "
+            "(kl_div wants input = log q_model, target = p_reference),",
+            "or this is reverse KL on purpose: KL(student || teacher), mode-seeking "
+            "(MiniLLM, GKD), whose gradient goes through the target by design",
+        ),
+        _render_call(
+            call,
+            "F.log_softmax(model_logits, dim=1)",
+            "F.softmax(reference_logits, dim=1).detach()",
+            log_target=False,
+        )
+        + " if the roles are swapped; for reverse KL on purpose, silence this line with "
+        "the comment '# kl_guard: ignore[KLG008]' on the kl_div call",
+    )
 
 
 def _reduction_mean(call: Call, shape: tuple[int, ...]) -> Diagnosis:
@@ -460,16 +514,17 @@ def _normalized_elsewhere(
 
 
 def wants_more_dims(call: Call, stats: Mapping[int, DimStats]) -> tuple[int, ...]:
-    """Other dimensions worth examining: only when a tensor is off on the chosen one."""
+    """Other dimensions worth examining: only when a tensor is off on the chosen
+    one, or only part of a distribution there (a distribution normalized over
+    the wrong dim has rows of any sum along the right one)."""
     reading = _read(call, stats)
     if reading is None:
         return ()
-    expected = Space.LOGPROB if call.log_target else Space.PROB
-    off = reading.input not in (Space.LOGPROB, Space.UNKNOWN) or reading.target not in (
-        expected,
+    settled = reading.input in (Space.LOGPROB, Space.UNKNOWN) and reading.target in (
+        _expected(call),
         Space.UNKNOWN,
     )
-    if not off:
+    if settled:
         return ()
     return tuple(d for d in other_dims(call.shape) if d not in stats)
 
@@ -501,7 +556,7 @@ def _space_findings(call: Call, stats: Mapping[int, DimStats], r: _Reading) -> l
 
     out: list[Diagnosis] = []
     misplaced: list[tuple[str, DimStats]] = []
-    swapped = r.input is Space.PROB and r.target is Space.LOGPROB and not call.log_target
+    swapped = r.input in _PROBS and r.target in _LOG_PROBS and not call.log_target
 
     if swapped:
         out.append(
@@ -524,6 +579,9 @@ def _space_findings(call: Call, stats: Mapping[int, DimStats], r: _Reading) -> l
             )
         )
     elif r.input not in (Space.LOGPROB, Space.UNKNOWN):
+        # Probabilities are a finding wherever they sum to 1; anything else
+        # may be a distribution over the wrong dim, and a part of one is
+        # fine unless so.
         elsewhere = (
             _normalized_elsewhere(call, stats, r.dim, "input")
             if r.input is not Space.PROB
@@ -531,34 +589,13 @@ def _space_findings(call: Call, stats: Mapping[int, DimStats], r: _Reading) -> l
         )
         if elsewhere is not None:
             misplaced.append(("input", elsewhere))
-        else:
-            what = {
-                Space.PROB: "probabilities (softmax output?), not log-probabilities",
-                Space.NONNEG: "non-negative scores that are not normalized, not log-probabilities",
-                Space.NONPOS: "log-scores that do not normalize (logsumexp is not 0)",
-                Space.SIGNED: "raw logits, not log-probabilities",
-            }[r.input]
-            wants = f"kl_div wants input = log-probabilities over dim {d}"
-            if r.input is Space.PROB:
-                wants += " (probs.clamp_min(1e-12).log() if only probabilities exist)"
-            out.append(
-                Diagnosis(
-                    "KLG003",
-                    f"input to kl_div looks like {what}",
-                    (ev_input(), wants),
-                    _render_call(
-                        call,
-                        f"F.log_softmax(logits, dim={d})",
-                        "target",
-                        log_target=call.log_target,
-                    ),
-                )
-            )
+        elif r.input is not Space.SUBLOGPROB:
+            out.append(_input_not_log_probabilities(call, r.input, d, ev_input()))
 
-    expected = Space.LOGPROB if call.log_target else Space.PROB
-    if not swapped and r.target not in (expected, Space.UNKNOWN):
+    if not swapped and r.target not in (_expected(call), Space.UNKNOWN):
         elsewhere = _normalized_elsewhere(call, stats, r.dim, "target")
-        if r.target.normalized or (r.target is Space.NONNEG and call.log_target):
+        other_space = r.target in (_PROBS if call.log_target else _LOG_PROBS)
+        if other_space or (r.target is Space.NONNEG and call.log_target):
             space = "log-probabilities" if r.target is Space.LOGPROB else r.target.value
             out.append(
                 Diagnosis(
@@ -575,7 +612,7 @@ def _space_findings(call: Call, stats: Mapping[int, DimStats], r: _Reading) -> l
             )
         elif elsewhere is not None:
             misplaced.append(("target", elsewhere))
-        else:
+        elif not r.target.partial:
             if call.log_target:
                 headline = "target of kl_div (log_target=True) is not log-probabilities"
                 fix_target = f"F.log_softmax(target_logits, dim={d})"
@@ -618,9 +655,29 @@ def _space_findings(call: Call, stats: Mapping[int, DimStats], r: _Reading) -> l
     return out
 
 
-def loss_tolerance(call: Call, classes: int) -> float:
-    """How negative a loss may be from rounding alone, for this call."""
-    eps = _EPS.get(call.input.dtype, 1.2e-7)
+def _input_not_log_probabilities(call: Call, space: Space, d: str, evidence: str) -> Diagnosis:
+    what = {
+        Space.PROB: "probabilities (softmax output?), not log-probabilities",
+        Space.SUBPROB: "probabilities (part of a softmax output?), not log-probabilities",
+        Space.NONNEG: "non-negative scores that are not normalized, not log-probabilities",
+        Space.NONPOS: "log-scores that do not normalize (logsumexp is above 0)",
+        Space.SIGNED: "raw logits, not log-probabilities",
+    }[space]
+    wants = f"kl_div wants input = log-probabilities over dim {d}"
+    if space in _PROBS:
+        wants += " (probs.clamp_min(1e-12).log() if only probabilities exist)"
+    return Diagnosis(
+        "KLG003",
+        f"input to kl_div looks like {what}",
+        (evidence, wants),
+        _render_call(call, f"F.log_softmax(logits, dim={d})", "target", log_target=call.log_target),
+    )
+
+
+def loss_tolerance(call: Call, classes: int, dtype: str | None = None) -> float:
+    """How negative a loss may be from rounding alone, for this call (its
+    values rounded to ``dtype``, the input's dtype by default)."""
+    eps = _EPS.get(dtype or call.input.dtype, 1.2e-7)
     per_row = 8 * eps * max(1.0, math.log(max(classes, 2)))
     shape = call.shape
     rows = math.prod(shape) // max(classes, 1)
@@ -634,19 +691,39 @@ def loss_tolerance(call: Call, classes: int) -> float:
 
 
 def _normalization_slack(call: Call, r: _Reading) -> float:
-    """How negative a row's KL may be because its rows are normalized within tolerance only.
+    """How negative a row's sum of the unreduced loss may be, its rows being
+    (parts of) distributions normalized within tolerance only.
 
     The log-sum inequality bounds a row's sum of t * (log t - x) below by
     s * (log s - l), for a target row summing to s and an input row of
     logsumexp l. It matters where the rows are read along a dim that only
-    looks normalized: a near-uniform [1, 3, 3] is, along both dims.
+    looks normalized (a near-uniform [1, 3, 3] is, along both dims), and for
+    parts of distributions: a rank's shard of the vocabulary goes below 0
+    wherever the student holds more of its mass than the teacher, and only
+    the sum over every shard is a KL. With l at most l_hi, the bound is
+    lowest at s = exp(l_hi - 1), or at the end of the targets' range nearest it.
     """
-    expected = Space.LOGPROB if call.log_target else Space.PROB
-    if r.input is not Space.LOGPROB or r.target is not expected:
+    targets = _LOG_PROBS if call.log_target else _PROBS
+    if r.input not in _LOG_PROBS or r.target not in targets:
         return 0.0
-    target = r.stats.target
-    s = math.exp(target.logsumexp.lo) if call.log_target else target.row_sum.lo
-    return max(0.0, -s * (math.log(s) - r.stats.input.logsumexp.hi))
+    target, lse = r.stats.target, r.stats.input.logsumexp.hi
+    if call.log_target:
+        lo, hi = math.exp(target.logsumexp.lo), math.exp(target.logsumexp.hi)
+    else:
+        lo, hi = target.row_sum.lo, target.row_sum.hi
+    s = min(max(math.exp(lse - 1), lo), hi)
+    return max(0.0, s * (lse - math.log(s))) if s > 0 else 0.0
+
+
+def _loss_dtype(call: Call, reading: _Reading | None) -> str:
+    """The coarsest precision the input's and the target's values carry."""
+    if reading is None:
+        return call.input.dtype
+    carried = (
+        carried_dtype(call.input.dtype, reading.stats.input),
+        carried_dtype(call.target.dtype, reading.stats.target),
+    )
+    return max(carried, key=lambda dtype: _EPS.get(dtype, 0.0))
 
 
 def _finite(stats: DimStats) -> bool:
@@ -661,7 +738,7 @@ def _loss_finding(
     found: Sequence[Diagnosis],
 ) -> Diagnosis | None:
     classes = reading.stats.size if reading else (call.shape[-1] if call.shape else 1)
-    tol = loss_tolerance(call, classes)
+    tol = loss_tolerance(call, classes, _loss_dtype(call, reading))
     if call.reduction == "none":
         value = reading.stats.loss_row_min if reading else None
         label = "the lowest per-row sum of the unreduced loss"
@@ -704,6 +781,16 @@ def _loss_finding(
             f"{dtype}" + (f", whose largest value is {_MAX[dtype]:g}" if dtype in _MAX else "")
         )
         fix = _render_call(call, "input.float()", "target.float()", log_target=call.log_target)
+    elif reading is not None and value < 0 and (reading.input.partial or reading.target.partial):
+        cause = (
+            "cause: input and target are parts of distributions (rows that sum to less than 1, "
+            "never renormalized): the KL of a part can be negative"
+        )
+        fix = (
+            "renormalize each part (F.log_softmax over its classes) if a distribution over "
+            "them was meant; for a deliberate approximation (top-k without renormalizing), "
+            "the comment '# kl_guard: ignore[KLG004]' on the kl_div line silences this"
+        )
     elif reading is not None and reading.stats.rows < reading.stats.total_rows:
         cause = (
             f"cause: not found in the {reading.stats.rows} of {reading.stats.total_rows} rows "

@@ -13,8 +13,11 @@ from kl_guard import _codes
 #: contract: they are never renumbered or reused.
 CODES: Mapping[str, str] = types.MappingProxyType({c.code: c.title for c in _codes.ALL})
 
-#: The codes reported only where ``select`` names them.
-OPT_IN = frozenset(c.code for c in _codes.ALL if c.opt_in)
+#: Codes that are off unless ``select`` names them (or ``"ALL"``), like a
+#: linter's opt-in rules: they fire on a correct idiom too. KLG008 cannot
+#: tell the swapped roles it was written for from reverse KL on purpose
+#: (KL(student || teacher), the student's output as the target).
+OPT_IN: frozenset[str] = frozenset(c.code for c in _codes.ALL if c.opt_in)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -17,6 +17,7 @@ from kl_guard._diagnosis import Diagnosis
 from kl_guard._exceptions import WARNING_CATEGORIES, KLGuardError, KLGuardWarning
 from kl_guard._findings import Finding
 from kl_guard._sites import CallSite
+from kl_guard._suppression import is_suppressed
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -32,6 +33,14 @@ def _rank() -> int | None:
 
 
 def attribute(diagnoses: Sequence[Diagnosis], site: CallSite | None) -> list[Finding]:
+    """The findings of ``diagnoses`` at ``site``, less those its line silences.
+
+    A ``# kl_guard: ignore[CODE]`` comment on the line that called the loss
+    drops that code here, where every path (checked now, deferred, traced)
+    turns a diagnosis into a finding: it is neither recorded nor reported.
+    """
+    if site is not None:
+        diagnoses = [d for d in diagnoses if not is_suppressed(site.filename, site.lineno, d.code)]
     if not diagnoses:
         return []
     location = site.location if site is not None else "<unknown>"

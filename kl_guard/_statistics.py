@@ -17,8 +17,10 @@ from typing import NamedTuple
 
 import torch
 
-#: Per-row statistics, in packing order, each for (input, target).
-ROW_STATS = ("min", "max", "row_sum", "logsumexp")
+#: Per-row statistics, in packing order, each for (input, target). The last
+#: two are 1 where all of a row's values are exactly representable in
+#: bfloat16 (float16), else 0: the precision the values were computed in.
+ROW_STATS = ("min", "max", "row_sum", "logsumexp", "on_bfloat16", "on_float16")
 #: At most this many elements of each tensor are read per examined dimension:
 #: a 50k vocabulary gets 2 rows, a 1000-class problem ``sample_rows`` rows.
 ELEMENT_BUDGET = 1 << 17
@@ -39,11 +41,18 @@ class Range(NamedTuple):
 
 
 class SideStats(NamedTuple):
-    """What one tensor looks like along one dimension, over the rows kept."""
+    """What one tensor looks like along one dimension, over the rows kept.
+
+    ``on_bfloat16`` (``on_float16``): every value kept is exactly
+    representable in that dtype, as values computed in it and cast up are
+    (``F.log_softmax(bf16_logits, -1).float()``).
+    """
 
     row_sum: Range
     logsumexp: Range
     value: Range
+    on_bfloat16: bool = False
+    on_float16: bool = False
 
     @property
     def has_nan(self) -> bool:
@@ -170,7 +179,7 @@ def compute(
     fine); ``loss`` is the elementwise loss of ``reduction='none'`` or None.
     For each dimension the result holds, for every sampled row, the
     :data:`ROW_STATS` of both tensors (and the row's loss sum): a float32
-    tensor on the inputs' device, to be read with :func:`unpack`. About ten
+    tensor on the inputs' device, to be read with :func:`unpack`. About twenty
     small kernels per dimension, whatever the tensors' size.
     """
     dtype = work_dtype(input.dtype)
@@ -181,17 +190,29 @@ def compute(
             pair = torch.stack((sample_fibers(input, dim, k), sample_fibers(target, dim, k)))
             if pair.dtype != dtype:
                 pair = pair.to(dtype)
-            # One stack of the four [2, rows] statistics: fewer kernels than
+            # One stack of the [2, rows] statistics: fewer kernels than
             # flattening and concatenating each, which is what small calls pay for.
             parts.append(
                 torch.stack(
-                    (pair.amin(-1), pair.amax(-1), pair.sum(-1), torch.logsumexp(pair, -1))
+                    (
+                        pair.amin(-1),
+                        pair.amax(-1),
+                        pair.sum(-1),
+                        torch.logsumexp(pair, -1),
+                        _on_grid(pair, torch.bfloat16),
+                        _on_grid(pair, torch.float16),
+                    )
                 ).flatten()
             )
             if loss is not None:
                 parts.append(sample_fibers(loss, dim, k).to(dtype).sum(-1))
         packed = parts[0] if len(parts) == 1 else torch.cat(parts)
         return packed.to(torch.float32)
+
+
+def _on_grid(rows: torch.Tensor, half: torch.dtype) -> torch.Tensor:
+    """Per row, whether every value survives a round trip through ``half``."""
+    return (rows.to(half).to(rows.dtype) == rows).all(-1)
 
 
 def screen(
@@ -288,6 +309,8 @@ def unpack(values: Sequence[float], spec: Layout) -> dict[int, DimStats]:
                 row_sum=_range(stat["row_sum"][which]),
                 logsumexp=_range(stat["logsumexp"][which]),
                 value=Range(_range(stat["min"][which]).lo, _range(stat["max"][which]).hi),
+                on_bfloat16=all(stat["on_bfloat16"][which]),
+                on_float16=all(stat["on_float16"][which]),
             )
 
         out[dim] = DimStats(

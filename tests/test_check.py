@@ -109,20 +109,44 @@ def test_klg001_factor_is_elements_per_sample() -> None:
     assert 'reduction="batchmean"' in finding.message
 
 
+def test_a_comment_on_the_line_of_check_silences_its_code() -> None:
+    inp, tgt = F.log_softmax(logits(4, 6), 1), F.softmax(logits(4, 6, seed=1), 1)
+    assert kl_guard.check(inp, tgt) != []
+    assert kl_guard.check(inp, tgt) == []  # kl_guard: ignore[KLG001]
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (8, 1), (2, 3, 1)])
+def test_a_single_class_is_not_measured(shape: tuple[int, ...]) -> None:
+    inp = torch.zeros(shape)  # log(1): one class holds all the mass
+    assert kl_guard.check(inp, inp.exp(), reduction="sum") == []
+    assert kl_guard.check(inp, inp, reduction="none", log_target=True) == []
+
+
 def test_klg005_batchmean_divisor_mismatch_is_explained() -> None:
     inp, tgt = F.log_softmax(logits(10), 0), F.softmax(logits(16, 10, seed=1), 1)
     [finding] = [f for f in kl_guard.check(inp, tgt, reduction="batchmean") if f.code == "KLG005"]
     assert "input.size(0) = 10, not by the batch of 16" in finding.message
 
 
-def test_klg008_target_requires_grad() -> None:
+def test_klg008_target_requires_grad_is_opt_in() -> None:
     inp = F.log_softmax(logits(8, 5), 1)
     tgt = F.softmax(logits(8, 5, seed=1).requires_grad_(), 1)
-    assert [f.code for f in kl_guard.check(inp, tgt, reduction="batchmean")] == ["KLG008"]
+    assert kl_guard.check(inp, tgt, reduction="batchmean") == []  # reverse KL, on purpose
+    [finding] = kl_guard.check(inp, tgt, reduction="batchmean", select="KLG008")
+    lines = finding.message.splitlines()
+    assert lines[0] == "KLG008: the target of kl_div requires grad but the input does not"
+    assert lines[4] == (
+        "  or this is reverse KL on purpose: KL(student || teacher), mode-seeking "
+        "(MiniLLM, GKD), whose gradient goes through the target by design"
+    )
+    assert lines[5].endswith(
+        "if the roles are swapped; for reverse KL on purpose, silence this line with "
+        "the comment '# kl_guard: ignore[KLG008]' on the kl_div call"
+    )
     with torch.no_grad():
-        assert kl_guard.check(inp, tgt, reduction="batchmean") == []
+        assert kl_guard.check(inp, tgt, reduction="batchmean", select="ALL") == []
     both = F.log_softmax(logits(8, 5).requires_grad_(), 1)
-    assert kl_guard.check(both, tgt, reduction="batchmean") == []
+    assert kl_guard.check(both, tgt, reduction="batchmean", select="ALL") == []
 
 
 @pytest.mark.parametrize(

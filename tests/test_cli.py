@@ -23,6 +23,10 @@ def test_codes_lists_the_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["codes"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert [line.split()[0] for line in out] == list(CODES)
+    assert [line for line in out if "opt-in" in line] == [
+        "KLG008  the target requires grad while the input does not "
+        "(opt-in: off unless selected, --select KLG008)"
+    ]
 
 
 @pytest.mark.parametrize("typed", ["KLG003", "klg003", " KLG003 "])

@@ -104,6 +104,7 @@ def test_an_opt_in_code_says_so_and_how_to_turn_it_on() -> None:
 
 def test_listing_marks_opt_in_codes() -> None:
     assert listing().splitlines() == [
-        f"{code}  {title}{' (opt-in)' if code in OPT_IN else ''}"
+        f"{code}  {title}"
+        + (f" (opt-in: off unless selected, --select {code})" if code in OPT_IN else "")
         for code, title in kl_guard.CODES.items()
     ]

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 import kl_guard
 from helpers import logits
 from kl_guard._config import Config, Mode, configure, default_config, parse_codes
+from kl_guard._findings import CODES, OPT_IN
 
 
 def test_bad_mode_lists_the_valid_ones() -> None:
@@ -102,6 +103,19 @@ def test_bad_options_fail_at_once(
 
 def test_codes_are_normalized() -> None:
     assert parse_codes(" klg001, KLG003 ", option="select") == {"KLG001", "KLG003"}
+    assert parse_codes("all", option="select") == set(CODES)
+
+
+def test_opt_in_codes_are_off_unless_selected() -> None:
+    assert OPT_IN.issubset(CODES)
+    assert not Config().enabled("KLG008")
+    assert Config().enabled("KLG001")
+    only = configure(Config(), select="KLG008")
+    assert only.enabled("KLG008")
+    assert not only.enabled("KLG001")  # select is the exact set reported
+    every = configure(Config(), select="ALL")
+    assert all(every.enabled(code) for code in CODES)
+    assert not configure(every, ignore="KLG008").enabled("KLG008")
 
 
 def test_unknown_option_lists_every_valid_one() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 import torch.nn.functional as F
 
 import kl_guard
@@ -56,7 +57,11 @@ def side(
         (side((0.0, 0.9), (0.999, 1.001), (1.1, 2.0)), Space.PROB),
         (side((-9.0, -0.1), (-40.0, -20.0), (-1e-6, 1e-6)), Space.LOGPROB),
         (side((0.0, 9.0), (3.0, 20.0), (2.0, 9.0)), Space.NONNEG),
-        (side((-9.0, -0.1), (-40.0, -20.0), (-0.5, -0.2)), Space.NONPOS),
+        (side((-9.0, -0.1), (-40.0, -20.0), (0.2, 0.5)), Space.NONPOS),
+        (side((0.0, 0.9), (0.2, 1.001), (1.1, 2.0)), Space.SUBPROB),  # a top-k slice
+        (side((-9.0, -0.1), (-40.0, -20.0), (-0.5, -0.2)), Space.SUBLOGPROB),  # a shard
+        (side((-9.0, -0.1), (-40.0, -20.0), (-0.5, 0.2)), Space.NONPOS),
+        (side((0.0, 0.9), (0.2, 1.2), (1.1, 2.0)), Space.NONNEG),
         (side((-3.0, 3.0), (-1.0, 2.0), (1.0, 3.0)), Space.SIGNED),
         (side((float("nan"), 1.0), (1.0, 1.0), (1.0, 1.0)), Space.UNKNOWN),
     ],
@@ -150,3 +155,66 @@ def test_token_layout_fix_uses_the_last_dim() -> None:
     assert finding.code == "KLG003"
     assert "F.log_softmax(logits, dim=-1)" in finding.message
     assert "dim 2 (14 rows)" in finding.message
+
+
+def shards(x: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
+    return tuple(x.chunk(parts, -1))
+
+
+def test_a_shards_terms_may_be_negative_with_reduction_none() -> None:
+    # The student sharper than the teacher: each rank's rows go below 0 where
+    # the student holds more of the shard's mass; only their sum is the KL.
+    teacher = logits(16, 1000, scale=3)
+    inp, tgt = F.log_softmax(teacher * 1.5, -1), F.log_softmax(teacher, -1)
+    for a, b in zip(shards(inp, 4), shards(tgt, 4), strict=True):
+        assert F.kl_div(a, b, reduction="none", log_target=True).sum(-1).min() < -0.01
+        assert kl_guard.check(a, b, reduction="none", log_target=True) == []
+
+
+def test_a_negative_loss_of_parts_names_them_as_the_cause() -> None:
+    teacher = logits(16, 1000, scale=3)
+    inp, tgt = F.log_softmax(teacher * 1.5, -1), F.softmax(teacher, -1)
+    top = tgt.topk(5, -1).indices
+    [finding] = kl_guard.check(inp.gather(-1, top), tgt.gather(-1, top), reduction="batchmean")
+    lines = finding.message.splitlines()
+    assert lines[0] == "KLG004: kl_div returned a negative loss: a KL divergence is never negative"
+    assert lines[2] == (
+        "  cause: input and target are parts of distributions (rows that sum to less than 1, "
+        "never renormalized): the KL of a part can be negative"
+    )
+
+
+@pytest.mark.parametrize("side", ["input", "target"])
+def test_a_distribution_over_the_batch_is_no_part_of_one_over_the_classes(side: str) -> None:
+    # Normalized over 64 rows, each row over the 10 classes sums to about 10/64.
+    x, y = logits(64, 10), logits(64, 10, seed=1)
+    inp = F.log_softmax(x, 0 if side == "input" else 1)
+    tgt = F.softmax(y, 0 if side == "target" else 1)
+    codes = {f.code for f in kl_guard.check(inp, tgt, reduction="batchmean")}
+    assert "KLG006" in codes
+    assert codes <= {"KLG006", "KLG004"}
+
+
+def test_float32_values_on_the_bfloat16_grid_are_judged_as_bfloat16() -> None:
+    # F.log_softmax(bf16_logits, -1).float(): a logsumexp off by 0.01 is rounding.
+    stats = side((-9.0, -0.1), (-40.0, -20.0), (-0.01, 0.012))
+    assert classify(stats, kept=4, dtype="float32", classes=1000) is Space.NONPOS
+    cast = stats._replace(on_bfloat16=True, on_float16=True)
+    assert classify(cast, kept=4, dtype="float32", classes=1000) is Space.LOGPROB
+
+
+def test_log_probabilities_computed_in_bfloat16_then_cast_are_silent() -> None:
+    s, t = logits(64, 32_000).bfloat16(), logits(64, 32_000, seed=1, scale=4).bfloat16()
+    inp = F.log_softmax(s, -1).float()
+    assert inp.logsumexp(-1).abs().max() > 0.005  # past float32's tolerance
+    assert kl_guard.check(inp, F.softmax(t, -1).float(), reduction="batchmean") == []
+    same = F.log_softmax(t, -1).float()
+    assert kl_guard.check(inp, same, reduction="batchmean", log_target=True) == []
+    assert kl_guard.check(same, same, reduction="batchmean", log_target=True) == []
+
+
+def test_a_kl_just_below_0_from_bfloat16_rounding_is_not_reported() -> None:
+    t = logits(64, 32_000, seed=3, scale=4)
+    inp, tgt = F.log_softmax(t.bfloat16(), -1).float(), F.softmax(t, -1)
+    assert F.kl_div(inp, tgt, reduction="batchmean") < -1e-4  # the same distribution, rounded
+    assert kl_guard.check(inp, tgt, reduction="batchmean") == []

@@ -1,9 +1,42 @@
-"""Reporting helpers: merging records and the summary table."""
+"""Reporting: suppression comments, merging records and the summary table."""
 
 from __future__ import annotations
 
+import runpy
+from pathlib import Path
+
+import pytest
+
+import kl_guard
 from kl_guard import Finding
 from kl_guard._reporting import Record, summary_lines
+
+TRAIN = """\
+import torch
+import torch.nn.functional as F
+
+s, t = torch.randn(4, 5), torch.randn(4, 5)
+F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1)){comment}
+"""
+
+
+@pytest.mark.parametrize(
+    ("comment", "codes"),
+    [
+        ("", ["KLG001"]),
+        ("  # kl_guard: ignore[KLG001]", []),
+        ("  # kl_guard: ignore", []),
+        ("  # kl_guard: ignore[KLG003]", ["KLG001"]),
+    ],
+)
+def test_a_comment_on_the_calling_line_silences_its_codes(
+    tmp_path: Path, comment: str, codes: list[str]
+) -> None:
+    path = tmp_path / "train.py"
+    path.write_text(TRAIN.format(comment=comment))
+    kl_guard.install(mode="log", check_every=1)
+    runpy.run_path(str(path))
+    assert [f.code for f in kl_guard.findings()] == codes
 
 
 def finding(code: str, location: str, count: int = 1) -> Finding:

@@ -171,6 +171,27 @@ def test_options_reach_the_guard(
     assert report["mode"] == "log"
 
 
+REVERSE_KL = """\
+import torch
+import torch.nn.functional as F
+student = torch.randn(8, 5, requires_grad=True)
+F.kl_div(F.log_softmax(torch.randn(8, 5), 1), F.softmax(student, 1), reduction="batchmean")
+"""
+
+
+@pytest.mark.parametrize(
+    ("options", "codes"),
+    [([], []), (["--select", "KLG008"], ["KLG008"]), (["--select", "ALL"], ["KLG008"])],
+)
+def test_opt_in_codes_only_when_selected(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], codes: list[str]
+) -> None:
+    json_path = tmp_path / "report.json"
+    argv = ["run", "--mode", "log", *options, "--json", str(json_path)]
+    assert _cli.main([*argv, script(tmp_path, REVERSE_KL)]) == 0
+    assert [f["code"] for f in json.loads(json_path.read_text())["findings"]] == codes
+
+
 def test_raise_mode_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert _cli.main(["run", "--mode", "raise", script(tmp_path, MISUSE)]) == 1
     err = capsys.readouterr().err
@@ -187,7 +208,8 @@ def test_raise_mode_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str
         (
             ["run", "--select", "KLG001,KLG999", "x.py"],
             "argument --select: kl_guard: unknown code 'KLG999' in --select; valid codes are "
-            "'KLG001', 'KLG002', 'KLG003', 'KLG004', 'KLG005', 'KLG006', 'KLG007', 'KLG008'.",
+            "'KLG001', 'KLG002', 'KLG003', 'KLG004', 'KLG005', 'KLG006', 'KLG007', 'KLG008', "
+            "or 'ALL'.",
         ),
         (
             ["run", "--check-every", "0", "x.py"],

@@ -78,3 +78,21 @@ def test_masked_rows_are_excluded() -> None:
     assert stats.rows == 4
     assert stats.target.row_sum.lo == pytest.approx(1.0)
     assert stats.loss_row_min is None
+
+
+@pytest.mark.parametrize(
+    ("computed_in", "grids"),
+    [
+        (torch.float32, (False, False)),
+        (torch.bfloat16, (True, True)),  # bfloat16's 8 bits of mantissa fit in float16's 11
+        (torch.float16, (False, True)),
+    ],
+)
+def test_values_computed_in_half_precision_are_recognized_in_float32(
+    computed_in: torch.dtype, grids: tuple[bool, bool]
+) -> None:
+    x = torch.log_softmax(torch.randn(4, 300).to(computed_in), 1).float()
+    [stats] = unpack(
+        compute(x, x.exp(), None, (1,), 16).tolist(), layout((4, 300), (1,), 16, False)
+    ).values()
+    assert (stats.input.on_bfloat16, stats.input.on_float16) == grids
