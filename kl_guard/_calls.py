@@ -18,8 +18,8 @@ from types import FrameType
 from typing import Any
 
 from kl_guard import _check, _compat, _compiled, _deferred, _reporting, _sites
+from kl_guard._call import Call
 from kl_guard._config import Config
-from kl_guard._diagnosis import Call
 from kl_guard._findings import Finding
 from kl_guard._patch import PATCH
 from kl_guard._policy import SitePolicy

@@ -14,20 +14,10 @@ from typing import NamedTuple
 import torch
 
 from kl_guard import _compat, _statistics
-from kl_guard._diagnosis import (
-    Api,
-    Call,
-    Diagnosis,
-    ScreenPlan,
-    TensorInfo,
-    argument_findings,
-    candidate_dims,
-    other_dims,
-    screen_passes,
-    screen_plan,
-    tensor_findings,
-    wants_more_dims,
-)
+from kl_guard._call import Api, Call, TensorInfo, candidate_dims, other_dims
+from kl_guard._diagnosis import argument_findings, tensor_findings, wants_more_dims
+from kl_guard._messages import Diagnosis
+from kl_guard._plan import ScreenPlan, screen_passes, screen_plan
 from kl_guard._reduction import resolve_reduction
 
 Stats = dict[int, _statistics.DimStats]
@@ -175,7 +165,7 @@ class Measurement:
     """
 
     call: Call
-    spec: _statistics.Layout | None = None
+    layout: _statistics.Layout | None = None
     packed: torch.Tensor | None = None
     loss: torch.Tensor | None = None  # a reduced loss, detached, until it is read
     with_scalar_loss: bool = False  # its value was appended to ``packed``
@@ -194,7 +184,7 @@ class Measurement:
         if self.packed is not None and self.loss is not None:
             self.packed = torch.cat((self.packed, self.loss.reshape(1).to(self.packed.dtype)))
         self.loss = None
-        self.with_scalar_loss = self.packed is not None and self.spec is not None
+        self.with_scalar_loss = self.packed is not None and self.layout is not None
 
 
 def measure(
@@ -225,10 +215,10 @@ def measure(
     dims = candidate_dims(shape) if dims is None else dims
     if not dims:  # one class per row ([N, 1], a vocabulary shard of one id): no distribution
         return Measurement(call)
-    spec = _statistics.layout(shape, dims, sample_rows, elementwise is not None)
+    layout = _statistics.make_layout(shape, dims, sample_rows, elementwise is not None)
     packed = _statistics.compute(input.detach(), target.detach(), elementwise, dims, sample_rows)
     reduced = _reduced_loss(call, loss)
-    return Measurement(call, spec, packed, None if reduced is None else reduced.detach())
+    return Measurement(call, layout, packed, None if reduced is None else reduced.detach())
 
 
 def _reduced_loss(call: Call, loss: object) -> torch.Tensor | None:
@@ -247,12 +237,12 @@ def _reduced_loss(call: Call, loss: object) -> torch.Tensor | None:
 
 def conclude(measurement: Measurement, values: list[float] | None) -> tuple[Stats, float | None]:
     """The statistics and the reduced loss's value, from the numbers read back."""
-    spec = measurement.spec
-    if spec is None or values is None:
+    layout = measurement.layout
+    if layout is None or values is None:
         return {}, None
     if measurement.with_scalar_loss or measurement.loss is not None:
-        return _statistics.unpack(values[:-1], spec), values[-1]
-    return _statistics.unpack(values, spec), None
+        return _statistics.unpack(values[:-1], layout), values[-1]
+    return _statistics.unpack(values, layout), None
 
 
 def all_dims(call: Call) -> tuple[int, ...]:

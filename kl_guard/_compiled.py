@@ -14,9 +14,11 @@ import weakref
 from collections.abc import Callable
 
 from kl_guard import _compat, _reporting
+from kl_guard._call import Call
 from kl_guard._config import Config, Mode
-from kl_guard._diagnosis import Call, Diagnosis, argument_findings
+from kl_guard._diagnosis import argument_findings
 from kl_guard._findings import Finding
+from kl_guard._messages import Diagnosis
 from kl_guard._sites import CallSite
 
 #: What can be known of a call while it is traced, from its arguments alone.

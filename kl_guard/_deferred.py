@@ -100,7 +100,7 @@ def drain(*, block: bool, limit: int | None = None) -> None:
 def _conclude(item: _Pending) -> list[Finding]:
     if item.event is not None:
         item.event.synchronize()
-    values = item.host.tolist() if item.measurement.spec is not None else None
+    values = item.host.tolist() if item.measurement.layout is not None else None
     stats, loss = _check.conclude(item.measurement, values)
     diagnoses = _check.diagnose(item.measurement.call, stats, loss)
     return _reporting.attribute(diagnoses, item.site)

@@ -13,9 +13,9 @@ from typing import ParamSpec, TypeVar
 import torch
 
 from kl_guard._config import Config, Mode
-from kl_guard._diagnosis import Diagnosis
 from kl_guard._exceptions import WARNING_CATEGORIES, KLGuardError, KLGuardWarning
 from kl_guard._findings import Finding
+from kl_guard._messages import Diagnosis
 from kl_guard._sites import CallSite
 from kl_guard._suppression import is_suppressed
 

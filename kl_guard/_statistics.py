@@ -154,7 +154,9 @@ def sample_fibers(x: torch.Tensor, dim: int, k: int) -> torch.Tensor:
     return moved[_row_index(other, k, x.device)]
 
 
-def layout(shape: Sequence[int], dims: Sequence[int], sample_rows: int, with_loss: bool) -> Layout:
+def make_layout(
+    shape: Sequence[int], dims: Sequence[int], sample_rows: int, with_loss: bool
+) -> Layout:
     sizes = tuple(shape[d] for d in dims)
     totals = tuple(math.prod(shape) // s for s in sizes)
     return Layout(
@@ -257,7 +259,7 @@ def screen(
     return sums, least, i.amax() if input_max else None
 
 
-def _range(values: Sequence[float]) -> Range:
+def _range_of(values: Sequence[float]) -> Range:
     if not values:
         return Range(math.inf, -math.inf)
     total = sum(values)
@@ -266,7 +268,7 @@ def _range(values: Sequence[float]) -> Range:
     return Range(min(values), max(values))
 
 
-def unpack(values: Sequence[float], spec: Layout) -> dict[int, DimStats]:
+def unpack(values: Sequence[float], layout: Layout) -> dict[int, DimStats]:
     """Aggregate the per-row numbers read back from :func:`compute` into :class:`DimStats`.
 
     Rows whose target is all zeros (or all ``-inf``) are left out: that is
@@ -274,15 +276,15 @@ def unpack(values: Sequence[float], spec: Layout) -> dict[int, DimStats]:
     """
     out: dict[int, DimStats] = {}
     offset = 0
-    for i, dim in enumerate(spec.dims):
-        r = spec.rows[i]
+    for i, dim in enumerate(layout.dims):
+        r = layout.rows[i]
         # per statistic: input's r values, then target's r values
         stat = {}
         for name in ROW_STATS:
             stat[name] = (values[offset : offset + r], values[offset + r : offset + 2 * r])
             offset += 2 * r
-        loss_rows = values[offset : offset + r] if spec.with_loss else ()
-        offset += r if spec.with_loss else 0
+        loss_rows = values[offset : offset + r] if layout.with_loss else ()
+        offset += r if layout.with_loss else 0
         (i_min, t_min), (i_max, t_max) = stat["min"], stat["max"]
         # Masked padding: a zero (or -inf) target row, or a zero input row,
         # as a masked teacher passed as the input (swapped) leaves it.
@@ -300,27 +302,27 @@ def unpack(values: Sequence[float], spec: Layout) -> dict[int, DimStats]:
                 name: ([pair[0][j] for j in keep], [pair[1][j] for j in keep])
                 for name, pair in stat.items()
             }
-            loss_rows = [loss_rows[j] for j in keep] if spec.with_loss else ()
+            loss_rows = [loss_rows[j] for j in keep] if layout.with_loss else ()
 
         def side(
             which: int, stat: dict[str, tuple[Sequence[float], Sequence[float]]] = stat
         ) -> SideStats:
             return SideStats(
-                row_sum=_range(stat["row_sum"][which]),
-                logsumexp=_range(stat["logsumexp"][which]),
-                value=Range(_range(stat["min"][which]).lo, _range(stat["max"][which]).hi),
+                row_sum=_range_of(stat["row_sum"][which]),
+                logsumexp=_range_of(stat["logsumexp"][which]),
+                value=Range(_range_of(stat["min"][which]).lo, _range_of(stat["max"][which]).hi),
                 on_bfloat16=all(stat["on_bfloat16"][which]),
                 on_float16=all(stat["on_float16"][which]),
             )
 
         out[dim] = DimStats(
             dim=dim,
-            size=spec.sizes[i],
+            size=layout.sizes[i],
             rows=r,
-            total_rows=spec.total_rows[i],
+            total_rows=layout.total_rows[i],
             kept=len(keep),
             input=side(0),
             target=side(1),
-            loss_row_min=_range(loss_rows).lo if spec.with_loss and keep else None,
+            loss_row_min=_range_of(loss_rows).lo if layout.with_loss and keep else None,
         )
     return out

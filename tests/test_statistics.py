@@ -11,7 +11,7 @@ from kl_guard._statistics import (
     _flat_row_index,
     _row_index,
     compute,
-    layout,
+    make_layout,
     sample_fibers,
     unpack,
 )
@@ -72,8 +72,8 @@ def test_masked_rows_are_excluded() -> None:
     tgt = torch.softmax(torch.randn(4, 3), 1)
     tgt[1] = 0
     tgt[2] = float("-inf")
-    spec = layout((4, 3), (1,), 16, False)
-    [stats] = unpack(compute(inp, tgt, None, (1,), 16).tolist(), spec).values()
+    packed_layout = make_layout((4, 3), (1,), 16, False)
+    [stats] = unpack(compute(inp, tgt, None, (1,), 16).tolist(), packed_layout).values()
     assert stats.kept == 2
     assert stats.rows == 4
     assert stats.target.row_sum.lo == pytest.approx(1.0)
@@ -93,6 +93,6 @@ def test_values_computed_in_half_precision_are_recognized_in_float32(
 ) -> None:
     x = torch.log_softmax(torch.randn(4, 300).to(computed_in), 1).float()
     [stats] = unpack(
-        compute(x, x.exp(), None, (1,), 16).tolist(), layout((4, 300), (1,), 16, False)
+        compute(x, x.exp(), None, (1,), 16).tolist(), make_layout((4, 300), (1,), 16, False)
     ).values()
     assert (stats.input.on_bfloat16, stats.input.on_float16) == grids

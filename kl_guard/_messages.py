@@ -1,0 +1,64 @@
+"""How a finding reads: the Diagnosis record, and numbers, tensors and calls as text."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+from kl_guard._call import Call, TensorInfo
+from kl_guard._statistics import DimStats, SideStats
+
+
+@dataclasses.dataclass(frozen=True)
+class Diagnosis:
+    """One finding before it is attributed to a call site."""
+
+    code: str
+    headline: str
+    evidence: tuple[str, ...]
+    fix: str
+
+    def render(self, location: str) -> str:
+        lines = [f"{self.code}: {self.headline}"]
+        lines += [f"  {line}" for line in self.evidence]
+        lines.append(f"  fix: {self.fix}")
+        lines.append(f"  at: {location}")
+        return "\n".join(lines)
+
+
+def fmt(x: float) -> str:
+    if math.isnan(x) or math.isinf(x):
+        return str(x)
+    return f"{x:.4g}" if abs(x) >= 1e-3 or x == 0 else f"{x:.2e}"
+
+
+def span(lo: float, hi: float) -> str:
+    return fmt(lo) if fmt(lo) == fmt(hi) else f"{fmt(lo)}..{fmt(hi)}"
+
+
+def dim_name(dim: int, ndim: int) -> str:
+    return "-1" if dim == ndim - 1 and ndim >= 3 else str(dim)
+
+
+def evidence_line(name: str, info: TensorInfo, stats: DimStats, side: SideStats) -> str:
+    rows = (
+        f"{stats.kept} of {stats.total_rows} rows"
+        if stats.rows < stats.total_rows or (stats.kept < stats.rows)
+        else f"{stats.kept} rows"
+    )
+    return (
+        f"{name + ':':8}{info.summary}, dim {stats.dim} ({rows}): "
+        f"values {span(side.value.lo, side.value.hi)}, "
+        f"row sums {span(side.row_sum.lo, side.row_sum.hi)}, "
+        f"logsumexp {span(side.logsumexp.lo, side.logsumexp.hi)}"
+    )
+
+
+def render_call(call: Call, input_expr: str, target_expr: str, *, log_target: bool) -> str:
+    reduction = "batchmean" if call.reduction == "mean" else call.reduction
+    if len(call.shape) == 1 and reduction == "batchmean":
+        reduction = "sum"
+    args = f'reduction="{reduction}"' + (", log_target=True" if log_target else "")
+    if call.api == "module":
+        return f"nn.KLDivLoss({args})({input_expr}, {target_expr})"
+    return f"F.kl_div({input_expr}, {target_expr}, {args})"
