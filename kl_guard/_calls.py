@@ -2,7 +2,7 @@
 
 Most calls are let through: the loss called again from the line that
 called it last, in a stretch its schedule does not check, is recognized
-by identity (:class:`~kl_guard._sites.Latest`) and costs a few attribute
+by identity (:class:`Latest`) and costs a few attribute
 reads. The rest find their call site, ask its schedule, and, when due,
 are checked (``_check``), then reported (``_reporting``) or deferred
 (``_deferred``). Every step of kl_guard's own runs through
@@ -14,16 +14,16 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable
-from types import FrameType
-from typing import Any
+from types import CodeType, FrameType
+from typing import Any, NamedTuple
 
 from kl_guard import _check, _compat, _compiled, _deferred, _reporting, _sites
 from kl_guard._call import Call
 from kl_guard._config import Config
 from kl_guard._findings import Finding
 from kl_guard._patch import PATCH
-from kl_guard._policy import SitePolicy
-from kl_guard._sites import NO_LATEST, CallSite, Latest
+from kl_guard._policy import Site, SitePolicy
+from kl_guard._sites import CallSite
 
 Wrapped = Callable[..., Any]
 Args = tuple[Any, ...]
@@ -32,6 +32,25 @@ Kwargs = dict[str, Any]
 #: How far above the wrapper the latest site may be and still be recognized
 #: (1 for F.kl_div, 3 for a module through Module.__call__'s frames, more under hooks).
 LATEST_DEPTH = 8
+
+
+class Latest(NamedTuple):
+    """The call site a wrapper saw last, recognized again by identity alone.
+
+    A loop calls the loss from one line: the frame ``depth`` levels above the
+    wrapper is that line when its code object *is* ``code`` and its
+    instruction offset is ``lasti``. No frame walk, key or look-up. ``code``
+    is held strongly, so its identity cannot pass to code compiled later.
+    """
+
+    code: CodeType | None
+    lasti: int
+    depth: int  # frames between the wrapper and the user's line
+    module: bool  # the call was nn.KLDivLoss's, not F.kl_div's
+    site: Site
+
+
+NO_LATEST = Latest(None, -1, 1, False, Site(1))
 
 
 class Schedule:

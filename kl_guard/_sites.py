@@ -1,4 +1,4 @@
-"""Call sites: which frame is the user's, where it is, and the latest site a wrapper saw."""
+"""Call sites: which frame is the user's, and where it is."""
 
 from __future__ import annotations
 
@@ -6,14 +6,13 @@ import dataclasses
 import functools
 import os
 from types import CodeType, FrameType
-from typing import Any, NamedTuple
+from typing import Any
 
 import torch
 import wrapt
 
 from kl_guard import _compat
 from kl_guard._notebook import cell_label
-from kl_guard._policy import Site
 
 _TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
 _INTERNAL_PREFIXES = tuple(
@@ -141,22 +140,3 @@ def site_of(frame: FrameType | None) -> CallSite | None:
     if frame is None:
         return None
     return CallSite(frame.f_code.co_filename, frame.f_lineno, frame.f_globals)
-
-
-class Latest(NamedTuple):
-    """The call site a wrapper saw last, recognized again by identity alone.
-
-    A loop calls the loss from one line: the frame ``depth`` levels above the
-    wrapper is that line when its code object *is* ``code`` and its
-    instruction offset is ``lasti``. No frame walk, key or look-up. ``code``
-    is held strongly, so its identity cannot pass to code compiled later.
-    """
-
-    code: CodeType | None
-    lasti: int
-    depth: int  # frames between the wrapper and the user's line
-    module: bool  # the call was nn.KLDivLoss's, not F.kl_div's
-    site: Site
-
-
-NO_LATEST = Latest(None, -1, 1, False, Site(1))
