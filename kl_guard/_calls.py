@@ -17,7 +17,9 @@ from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any, NamedTuple
 
-from kl_guard import _check, _compat, _compiled, _deferred, _reporting, _sites
+import torch
+
+from kl_guard import _check, _compat, _compiled, _deferred, _patch, _reporting, _sites
 from kl_guard._call import Call
 from kl_guard._config import Config
 from kl_guard._findings import Finding
@@ -151,6 +153,10 @@ def _module_call(wrapped: Wrapped, args: Args, kwargs: Kwargs) -> Any:
 def _scheduled_call(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs, view: View) -> Any:
     """A call the fast path did not let through: find its site, ask its schedule."""
     __tracebackhide__ = True  # see _reporting.emit
+    if _zero_dim(args, kwargs):  # nothing to judge: torch's own warning stays
+        if instance is None:
+            return _patch.call_unfiltered(wrapped, args, kwargs)
+        return _module_call(wrapped, args, kwargs)
     if _THREAD.in_module_call:  # the F.kl_div inside a module's forward
         return _call(wrapped, instance, args, kwargs)
     if _compiler._is_compiling_flag:
@@ -163,6 +169,11 @@ def _scheduled_call(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs,
     if located is None or not located[1]:
         return _call(wrapped, instance, args, kwargs)
     return _checked_call(wrapped, instance, args, kwargs, view, located[0])
+
+
+def _zero_dim(args: Args, kwargs: Kwargs) -> bool:
+    input = args[0] if args else kwargs.get("input")
+    return isinstance(input, torch.Tensor) and input.ndim == 0
 
 
 def _locate(view: View, module: bool, caller: FrameType | None) -> tuple[FrameType | None, bool]:

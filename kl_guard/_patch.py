@@ -135,6 +135,14 @@ class Patch:
 
 PATCH = Patch()
 
+
+def call_unfiltered(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
+    """torch's call made from outside :data:`CALLER_MODULE`, so torch's own 'mean'
+    warning shows as it does without kl_guard: for the calls kl_guard cannot judge
+    and reports nothing of (a 0-d input), whose warning nothing would replace."""
+    return wrapped(*args, **kwargs)
+
+
 # torch's warning for reduction='mean', as raised from the frames of
 # CALLER_MODULE: the module pattern matches only calls that pass through
 # kl_guard's wrappers, so the filter is inert for any other.

@@ -118,3 +118,20 @@ def test_a_line_that_turns_to_mean_late_never_shows_torch_warning() -> None:
             leaked += [call] * len(record)
             record.clear()
     assert leaked == []
+
+
+@pytest.mark.parametrize("api", ["function", "module"])
+def test_a_0d_input_keeps_torchs_warning_as_kl_guard_says_nothing_of_it(api: str) -> None:
+    """A 0-d call cannot be judged: torch's own 'mean' warning is not swallowed."""
+    inp, tgt = torch.tensor(-0.5), torch.tensor(0.6)
+    kl_guard.install(check_every=1)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        for _ in range(3):
+            if api == "function":
+                F.kl_div(inp, tgt)
+            else:
+                nn.KLDivLoss()(inp, tgt)
+    assert [w.category for w in record] == [UserWarning] * 3
+    assert all("divides the total loss" in str(w.message) for w in record)
+    assert kl_guard.findings() == []
