@@ -10,8 +10,7 @@ is the best of the rounds. The variants:
                       a file that names neither kl_div nor KLDivLoss is not parsed
   lint, every file    every file read, parsed and checked (as if each used kl_div)
   kl-guard lint       the whole command in a fresh interpreter, startup included
-                      (today ``kl_guard/__init__.py`` imports torch: seconds)
-    without torch     the same command with the package's __init__ left out
+                      (the package imports torch lazily: lint never does)
   ruff check          ``ruff check --no-cache --isolated --select E,F``, a fresh process
 """
 
@@ -32,17 +31,6 @@ from pathlib import Path
 from kl_guard._lint._command import LintOptions, parse, run
 from kl_guard._lint._files import discover, load
 from kl_guard._lint._rules import Checker
-
-# The command as it runs once ``kl_guard/__init__.py`` no longer imports torch:
-# the package stands in as an empty namespace, the CLI is imported alone.
-_WITHOUT_TORCH = f"""
-import sys, types
-package = types.ModuleType("kl_guard")
-package.__path__ = [{str(Path(__file__).resolve().parent.parent / "kl_guard")!r}]
-sys.modules["kl_guard"] = package
-from kl_guard._cli import main
-raise SystemExit(main(["lint", *sys.argv[1:]]))
-"""
 
 
 def _corpus(root: Path, count: int) -> list[str]:
@@ -95,7 +83,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         "lint (in-process)": _in_process,
         "lint, every file": _every_file,
         "kl-guard lint": _command([sys.executable, "-m", "kl_guard", "lint"]),
-        "  without torch": _command([sys.executable, "-c", _WITHOUT_TORCH]),
     }
     if ruff:
         variants["ruff check E,F"] = _command(
