@@ -62,6 +62,29 @@ def test_eager_backend_checks_at_run_time_at_the_callers_line() -> None:
     ]
 
 
+@pytest.mark.parametrize("flag", ["torch's", "fallback"])
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_raise_mode_never_raises_inside_the_compiler(
+    backend: str, flag: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tracing passes warn; only a call at run time (the eager backend's graph
+    calls F.kl_div) raises, as the user's error. The fallback stands for a torch
+    whose torch.compile does not set the compiling flag (before 2.13)."""
+    if flag == "fallback":
+        monkeypatch.setattr(_calls, "_compiler", _compat._CompilingFlag())
+    kl_guard.install(mode="raise", check_every=1)
+    compiled = torch.compile(mean_reduction, backend=backend)
+    s, t = logits(4, 5), logits(4, 5, seed=1)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        if backend == "eager":
+            with pytest.raises(kl_guard.KLGuardError):
+                compiled(s, t)
+        else:
+            compiled(s, t)
+    assert [w.category for w in record] == [kl_guard.KLG001Warning]
+
+
 @pytest.mark.slow
 # A cold cache runs more tracing passes (AOTAutograd through generated "<string>" code)
 @pytest.mark.parametrize("caches", ["warm", "disabled"])
