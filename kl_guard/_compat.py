@@ -12,6 +12,7 @@ behaviour is recorded in a constant (``TORCH_WARNS_WITH_STACKLEVEL``,
 
 from __future__ import annotations
 
+import functools
 import re
 import sys
 import warnings
@@ -83,19 +84,21 @@ COMPILE_SETS_COMPILING_FLAG = _has_flag and _release(TORCH_VERSION) >= (2, 13)
 # neither the flag nor a TracingContext set); an eager call never does, unless
 # the user runs it on fake tensors, which kl_guard cannot read either.
 _fake_mode_key = getattr(getattr(torch._C, "_TorchDispatchModeKey", None), "FAKE", None)
-
-
-def _fake_mode_active() -> bool:
-    return _fake_mode_key is not None and torch._C._get_dispatch_mode(_fake_mode_key) is not None
+_fake_mode: Callable[[], object] = (
+    functools.partial(torch._C._get_dispatch_mode, _fake_mode_key)
+    if _fake_mode_key is not None
+    else lambda: None
+)
 
 
 class _CompilingFlag:
     """``_is_compiling_flag`` for a torch whose torch.compile does not set the flag
-    (or has none): ``is_compiling()`` or a fake-tensor pass under way."""
+    (or has none): the flag (else ``is_compiling()``) or a fake-tensor pass under way."""
 
     @property
     def _is_compiling_flag(self) -> bool:
-        return _is_compiling() or _fake_mode_active()
+        flag = torch.compiler._is_compiling_flag if _has_flag else _is_compiling()
+        return flag or _fake_mode() is not None
 
 
 #: An object whose ``_is_compiling_flag`` is True while torch.compile or
