@@ -1,14 +1,19 @@
 """Compatibility: every private torch, CPython and wrapt detail kl_guard uses, with its fallback.
 
-Nothing else in kl_guard touches a private name. Each detail has a primary
-path (fast, or the only exact one) and a fallback that is correct but slower
-or coarser; :data:`PRIMARY` records which one is in use, and the test suite
-asserts that on the pinned torch every primary path is, so an upstream
-change fails a test instead of quietly slowing kl_guard down or blinding it.
+Nothing else in kl_guard touches a private name or torch's version. Each
+detail has a primary path (fast, or the only exact one) and a fallback that
+is correct but slower or coarser; :data:`PRIMARY` records which one is in
+use, and the test suite asserts that on the pinned torch every primary path
+is, so an upstream change fails a test instead of quietly slowing kl_guard
+down or blinding it. Where supported torch versions behave differently, the
+behaviour is recorded in a constant (``TORCH_WARNS_WITH_STACKLEVEL``,
+``COMPILE_SETS_COMPILING_FLAG``) that the tests compare with what torch does.
 """
 
 from __future__ import annotations
 
+import functools
+import re
 import sys
 import warnings
 from collections.abc import Callable
@@ -27,6 +32,29 @@ def _primary(name: str, available: bool) -> bool:
     return available
 
 
+# -- torch's version ----------------------------------------------------------
+#: The oldest torch kl_guard supports: the releases of the last two years (README).
+OLDEST_TORCH = (2, 6)
+
+#: The installed torch's version (a variable so that a test can stand in another).
+TORCH_VERSION: str = str(torch.__version__)
+
+
+def _release(version: str) -> tuple[int, int]:
+    """``(major, minor)`` of a version string such as ``2.6.0+cu124``."""
+    found = re.match(r"(\d+)\.(\d+)", version)
+    return (int(found[1]), int(found[2])) if found else (0, 0)
+
+
+def require_supported_torch() -> None:
+    """Refuse, in one line, to patch a torch older than :data:`OLDEST_TORCH`."""
+    if _release(TORCH_VERSION) < OLDEST_TORCH:
+        major, minor = OLDEST_TORCH
+        raise RuntimeError(
+            f"kl_guard supports torch {major}.{minor} and newer; this is torch {TORCH_VERSION}."
+        )
+
+
 # -- CPython frames ---------------------------------------------------------
 #: ``sys._getframe(depth)``: the call site without building a traceback.
 getframe: Callable[[int], FrameType] = sys._getframe
@@ -42,24 +70,42 @@ _is_compiling: Callable[[], bool] = (
     getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
 )
 
+# torch.compile sets torch.compiler's flag while it traces from torch 2.13; before,
+# only torch.export does, and a call in a later pass of torch.compile (dynamo's run
+# on fake tensors, AOTAutograd's) looks like an eager one. Telling this by behaviour
+# takes a compilation (a second or more at import), so it is decided by version,
+# here only; tests/test_compat.py checks the version against what torch does.
+_has_flag = _primary("compiling_flag", hasattr(torch.compiler, "_is_compiling_flag"))
+#: Whether torch.compile sets ``torch.compiler._is_compiling_flag`` while it traces.
+COMPILE_SETS_COMPILING_FLAG = _has_flag and _release(TORCH_VERSION) >= (2, 13)
+
+# Every tracing pass of torch.compile and torch.export on the supported torch
+# versions runs under a FakeTensorMode (torch 2.6's export runs one pass with
+# neither the flag nor a TracingContext set); an eager call never does, unless
+# the user runs it on fake tensors, which kl_guard cannot read either.
+_fake_mode_key = getattr(getattr(torch._C, "_TorchDispatchModeKey", None), "FAKE", None)
+_fake_mode: Callable[[], object] = (
+    functools.partial(torch._C._get_dispatch_mode, _fake_mode_key)
+    if _fake_mode_key is not None
+    else lambda: None
+)
+
 
 class _CompilingFlag:
-    """``torch.compiler.is_compiling()`` as an attribute, where torch has no flag."""
+    """``_is_compiling_flag`` for a torch whose torch.compile does not set the flag
+    (or has none): the flag (else ``is_compiling()``) or a fake-tensor pass under way."""
 
     @property
     def _is_compiling_flag(self) -> bool:
-        return _is_compiling()
+        flag = torch.compiler._is_compiling_flag if _has_flag else _is_compiling()
+        return flag or _fake_mode() is not None
 
 
 #: An object whose ``_is_compiling_flag`` is True while torch.compile or
 #: torch.export traces. The hot path reads the attribute: the public
 #: ``is_compiling()`` costs two Python calls (``torch.jit.is_scripting()``
 #: first), more than the rest of a not-checked call's tests together.
-compiler: Any = (
-    torch.compiler
-    if _primary("compiling_flag", hasattr(torch.compiler, "_is_compiling_flag"))
-    else _CompilingFlag()
-)
+compiler: Any = torch.compiler if COMPILE_SETS_COMPILING_FLAG else _CompilingFlag()
 
 _compile_context_class = getattr(torch._guards, "CompileContext", None)
 _try_get = getattr(_compile_context_class, "try_get", None)
@@ -99,6 +145,24 @@ def filters_changed() -> None:
     # Public API bumps the same version: add a filter that matches nothing, then drop it.
     warnings.filterwarnings("ignore", message=_NEVER, append=True)
     warnings.filters[:] = [f for f in warnings.filters if getattr(f[1], "pattern", None) != _NEVER]  # type: ignore[index]
+
+
+# -- torch's warning for reduction='mean' -----------------------------------------
+
+
+def _torch_warns_with_stacklevel() -> bool:
+    """Whether ``F.kl_div`` warns for reduction='mean' naming its caller's frame
+    (``stacklevel=2``, torch 2.10 and newer) rather than its own module's."""
+    functional = torch.nn.functional
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        functional.kl_div(torch.zeros(1, 1), torch.zeros(1, 1), reduction="mean")
+    return all(w.filename != functional.__file__ for w in record)
+
+
+#: Whether torch's 'mean' warning names the frame that called ``F.kl_div``
+#: (else torch.nn.functional's own): decided once, by one call of torch's.
+TORCH_WARNS_WITH_STACKLEVEL = _torch_warns_with_stacklevel()
 
 
 # -- wrapt --------------------------------------------------------------------

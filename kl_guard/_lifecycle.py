@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from kl_guard import _calls, _deferred, _reporting
+from kl_guard import _calls, _compat, _deferred, _reporting
 from kl_guard._config import Config, Mode, Options, configure, default_config
 from kl_guard._findings import Finding
 from kl_guard._patch import PATCH
@@ -82,8 +82,10 @@ def install(
     from. The other options (``check_every``, ``warmup``, ``max_interval``,
     ``sample_rows``, ``select``, ``ignore``, ``all_ranks``) are those of
     :class:`Config`; see :class:`kl_guard.Options`. A second call updates the
-    settings: what it leaves out keeps its value.
+    settings: what it leaves out keeps its value. Refuses (RuntimeError) a torch
+    older than kl_guard supports.
     """
+    _compat.require_supported_torch()
     with PATCH.lock:
         base = _LAYERS.base
         config = _configure(base.config if base else None, mode, config, options)
@@ -167,6 +169,7 @@ class Guard:
         return self._layer is not None
 
     def start(self) -> None:
+        _compat.require_supported_torch()
         with PATCH.lock:
             if self._layer is not None:
                 raise RuntimeError(

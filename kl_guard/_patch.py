@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import re
 import threading
 import warnings
 from collections.abc import Callable
@@ -143,14 +144,24 @@ def call_unfiltered(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     return wrapped(*args, **kwargs)
 
 
-# torch's warning for reduction='mean', as raised from the frames of
-# CALLER_MODULE: the module pattern matches only calls that pass through
-# kl_guard's wrappers, so the filter is inert for any other.
+# torch's warning for reduction='mean'. torch 2.10 and newer warn with
+# stacklevel=2, naming the frame that called F.kl_div: for a patched call, one of
+# CALLER_MODULE's, so the filter is inert for any call that does not pass through
+# kl_guard's wrappers. Older torch names its own module, which the filter then
+# matches too. While the patch is on, every call of F.kl_div passes through the
+# wrappers anyway, except one through a reference taken before the patch
+# (``from torch.nn.functional import kl_div``): on that torch, such a call's
+# warning is hidden while kl_guard is on, and the call is not checked.
+_MEAN_WARNING_MODULES = (
+    (CALLER_MODULE,)
+    if _compat.TORCH_WARNS_WITH_STACKLEVEL
+    else (CALLER_MODULE, "torch.nn.functional")
+)
 _MEAN_WARNING = {
     "action": "ignore",
     "message": r"reduction: 'mean' divides the total loss",
     "category": UserWarning,
-    "module": rf"{CALLER_MODULE.replace('.', chr(92) + '.')}\Z",
+    "module": rf"(?:{'|'.join(map(re.escape, _MEAN_WARNING_MODULES))})\Z",
 }
 
 

@@ -1,14 +1,18 @@
-"""The compatibility module: on the pinned torch, every primary path is the one in use.
+"""The compatibility module: every primary path is the one in use, and each
+behaviour that differs across supported torch versions is detected as torch
+shows it.
 
 A private torch, CPython or wrapt detail that changes upstream makes kl_guard
-fall back to a slower or coarser path; this test makes that loud.
+fall back to a slower or coarser path; these tests make that loud.
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 import pytest
+import torch
 import torch.nn.functional as F
 
 import kl_guard
@@ -49,3 +53,36 @@ def test_the_filters_fallback_drops_warning_caches(monkeypatch: pytest.MonkeyPat
         _compat.filters_changed()
         warn()
     assert [str(w.message) for w in record] == ["kl_guard compat probe"]
+
+
+def test_torch_warns_for_mean_with_a_stacklevel_from_2_10() -> None:
+    """torch 2.6 to 2.9 warn without ``stacklevel``, naming torch.nn.functional."""
+    expected = _compat._release(_compat.TORCH_VERSION) >= (2, 10)
+    assert _compat.TORCH_WARNS_WITH_STACKLEVEL is expected
+
+
+def test_torch_compile_sets_the_compiling_flag_from_2_13() -> None:
+    """Decided by version in ``_compat`` (a compilation at import would cost
+    seconds); here torch shows whether its flag is set while it compiles."""
+    seen: list[bool] = []
+
+    def backend(gm: torch.fx.GraphModule, example_inputs: list[torch.Tensor]) -> Any:
+        seen.append(torch.compiler._is_compiling_flag)
+        return gm.forward
+
+    torch._dynamo.reset()
+    torch.compile(torch.sin, backend=backend)(torch.ones(2))
+    torch._dynamo.reset()
+    assert seen == [_compat.COMPILE_SETS_COMPILING_FLAG]
+    assert _compat.COMPILE_SETS_COMPILING_FLAG is (
+        _compat._release(_compat.TORCH_VERSION) >= (2, 13)
+    )
+    assert (_compat.compiler is torch.compiler) is _compat.COMPILE_SETS_COMPILING_FLAG
+
+
+@pytest.mark.parametrize(
+    ("version", "release"),
+    [("2.6.0+cu124", (2, 6)), ("2.15.0", (2, 15)), ("2.13.0a0+git", (2, 13)), ("unknown", (0, 0))],
+)
+def test_release_reads_major_and_minor(version: str, release: tuple[int, int]) -> None:
+    assert _compat._release(version) == release

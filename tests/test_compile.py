@@ -62,6 +62,42 @@ def test_eager_backend_checks_at_run_time_at_the_callers_line() -> None:
     ]
 
 
+FLAGS = ["torch's", "fallback", "unset"]
+
+
+def use_compiling_flag(flag: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stand in for another torch. "fallback": its torch.compiler has no flag,
+    only ``is_compiling()``; "unset": its torch.compile does not set the flag
+    (before 2.13), and only the fake-tensor mode of a tracing pass tells."""
+    if flag == "torch's":
+        return
+    monkeypatch.setattr(_compat, "_has_flag", False)
+    if flag == "unset":
+        monkeypatch.setattr(_compat, "_is_compiling", lambda: False)
+    monkeypatch.setattr(_calls, "_compiler", _compat._CompilingFlag())
+
+
+@pytest.mark.parametrize("flag", FLAGS)
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_raise_mode_never_raises_inside_the_compiler(
+    backend: str, flag: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tracing passes warn; only a call at run time (the eager backend's graph
+    calls F.kl_div) raises, as the user's error."""
+    use_compiling_flag(flag, monkeypatch)
+    kl_guard.install(mode="raise", check_every=1)
+    compiled = torch.compile(mean_reduction, backend=backend)
+    s, t = logits(4, 5), logits(4, 5, seed=1)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        if backend == "eager":
+            with pytest.raises(kl_guard.KLGuardError):
+                compiled(s, t)
+        else:
+            compiled(s, t)
+    assert [w.category for w in record] == [kl_guard.KLG001Warning]
+
+
 @pytest.mark.slow
 # A cold cache runs more tracing passes (AOTAutograd through generated "<string>" code)
 @pytest.mark.parametrize("caches", ["warm", "disabled"])
@@ -85,17 +121,15 @@ def test_inductor_reports_argument_findings_when_it_traces(caches: str) -> None:
     assert [(f.code, f.count) for f in kl_guard.findings()] == [("KLG001", 1)]
 
 
-@pytest.mark.parametrize("flag", ["torch's", "fallback"])
+@pytest.mark.parametrize("flag", FLAGS)
 @pytest.mark.parametrize("reduction", ["batchmean", "mean"])
 @pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss")  # in export's trace
 def test_an_export_trace_is_not_counted_as_an_eager_call(
     flag: str, reduction: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """torch.export runs the user's line again on fake tensors: the same line
-    as the eager calls, which the fast path must not count. The fallback
-    stands for a torch whose compiler has only ``is_compiling()``."""
-    if flag == "fallback":
-        monkeypatch.setattr(_calls, "_compiler", _compat._CompilingFlag())
+    as the eager calls, which the fast path must not count."""
+    use_compiling_flag(flag, monkeypatch)
 
     class Misuse(nn.Module):
         def forward(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:

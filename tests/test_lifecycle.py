@@ -9,6 +9,7 @@ from torch import nn
 
 import kl_guard
 from helpers import ORIGINAL_FORWARD, ORIGINAL_KL_DIV, good, marked_line, probs_input
+from kl_guard import _compat
 
 
 def test_install_patches_and_uninstall_restores_the_originals() -> None:
@@ -123,3 +124,24 @@ def test_a_new_schedule_applies_from_the_next_call() -> None:
     kl_guard.install(mode="log", check_every=1, sample_rows=16)  # the same schedule
     misuse(1)
     assert kl_guard.findings()[0].count == 9 + 4
+
+
+@pytest.mark.parametrize("start", ["install", "guard"])
+def test_a_torch_below_the_floor_is_refused_in_one_line(
+    start: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(_compat, "TORCH_VERSION", "2.4.1+cu121")
+    with pytest.raises(RuntimeError) as refused:
+        if start == "install":
+            kl_guard.install()
+        else:
+            kl_guard.guard().start()
+    assert str(refused.value) == "kl_guard supports torch 2.6 and newer; this is torch 2.4.1+cu121."
+    assert not kl_guard.is_active()
+    assert F.kl_div is ORIGINAL_KL_DIV
+
+
+def test_the_oldest_supported_torch_is_accepted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_compat, "TORCH_VERSION", "2.6.0")
+    kl_guard.install()
+    assert kl_guard.is_active()
