@@ -20,9 +20,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
 from kl_guard._config import Mode
-from kl_guard._findings import Finding
+from kl_guard._findings import Counts, Finding
 from kl_guard._lifecycle import Guard
-from kl_guard._reporting import summary_lines
+from kl_guard._reporting import headline, summary_lines
 
 JSON_VERSION = 1
 
@@ -56,12 +56,17 @@ def run(
     with _as_main(target, args, module=module), guard:
         _find(target, module=module)
         status = _execute(target, module=module)
-    found = guard.findings
+    found, counts = guard.findings, guard.counts
     sys.stdout.flush()
-    _summarize(found, mode, sys.stderr)
+    if mode is Mode.RAISE and found and status == 0:
+        # A KLGuardError that the program, a framework or a compiler caught
+        # must not turn into a clean exit.
+        print(_SWALLOWED, file=sys.stderr)
+        status = 1
+    _summarize(found, counts, mode, sys.stderr)
     if report is not None:
         try:
-            _write_json(report, found, mode, status)
+            _write_json(report, found, counts, mode, status)
         except OSError as exc:
             print(f"kl_guard: could not write the JSON report: {exc}", file=sys.stderr)
             return status or 2
@@ -142,19 +147,27 @@ def _print_traceback(exc: BaseException) -> None:
     print("".join(report.format()), end="", file=sys.stderr)
 
 
-def _summarize(found: Sequence[Finding], mode: Mode, stream: TextIO) -> None:
-    count = f"{len(found)} finding{'' if len(found) == 1 else 's'}" if found else "no findings"
-    print(f"kl_guard summary (mode={mode}): {count}", file=stream)
+_SWALLOWED = (
+    "kl_guard: a finding was recorded in raise mode but the program went on "
+    "(its KLGuardError was caught, by the program, a framework or a compiler); exit status 1"
+)
+
+
+def _summarize(found: Sequence[Finding], counts: Counts, mode: Mode, stream: TextIO) -> None:
+    print(f"kl_guard summary (mode={mode}): {headline(found, counts)}", file=stream)
     if found:
         for line in summary_lines(found):
             print(f"  {line}", file=stream)
 
 
-def _write_json(path: str, found: Sequence[Finding], mode: Mode, status: int) -> None:
+def _write_json(
+    path: str, found: Sequence[Finding], counts: Counts, mode: Mode, status: int
+) -> None:
     report = {
         "version": JSON_VERSION,
         "mode": mode.value,
         "findings": [dataclasses.asdict(f) for f in found],
+        "calls": dataclasses.asdict(counts),
         "exit_status": status,
     }
     with open(path, "w", encoding="utf-8") as file:

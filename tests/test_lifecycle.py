@@ -123,3 +123,23 @@ def test_a_new_schedule_applies_from_the_next_call() -> None:
     kl_guard.install(mode="log", check_every=1, sample_rows=16)  # the same schedule
     misuse(1)
     assert kl_guard.findings()[0].count == 9 + 4
+
+
+def test_counts_say_what_each_layer_saw() -> None:
+    loss = nn.KLDivLoss(reduction="batchmean")
+    kl_guard.install(mode="log", warmup=2, max_interval=4)
+    with kl_guard.guard() as outer:
+        for _ in range(10):
+            F.kl_div(*good(), reduction="batchmean")
+            loss(*good())  # the F.kl_div inside the module is not counted again
+        with kl_guard.guard(check_every=1) as inner:
+            F.kl_div(*good(), reduction="batchmean")
+        assert inner.counts == kl_guard.Counts(seen=1, checked=1)
+        # calls 1, 2, 4 and 8 of each of the two sites are checked
+        assert outer.counts == kl_guard.Counts(seen=21, checked=2 * 4 + 1)
+    assert kl_guard.counts() == outer.counts  # the guard's calls are install()'s too
+    kl_guard.install(mode="log", check_every=3)  # a new schedule keeps the counts
+    F.kl_div(*good(), reduction="batchmean")
+    assert kl_guard.counts().seen == 22
+    kl_guard.uninstall()
+    assert kl_guard.counts() == kl_guard.Counts()
