@@ -22,11 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import kl_guard
-from helpers import logits
+from helpers import ORIGINAL, logits
 
 REPO = Path(__file__).resolve().parent.parent
-ORIGINAL_KL_DIV = F.kl_div
-ORIGINAL_FORWARD = vars(nn.KLDivLoss)["forward"]
 # torch 2.13 deprecates TorchScript, which inductor still uses inside
 JIT_DEPRECATED = r"`torch\.jit\.\w+` is deprecated"
 
@@ -159,7 +157,7 @@ def test_torchscript(holder: type[nn.Module], scripted_while_installed: bool) ->
     assert torch.equal(scripted(*pair()), expected)
     kl_guard.uninstall()
     assert torch.equal(scripted(*pair()), expected)
-    assert vars(nn.KLDivLoss)["forward"] is ORIGINAL_FORWARD
+    assert vars(nn.KLDivLoss)["forward"] is ORIGINAL.forward
 
 
 class Holder(nn.Module):
@@ -205,8 +203,8 @@ def test_pickle_save_deepcopy_and_state_dict_while_installed() -> None:
 
     kl_guard.uninstall()
     for restored in (loaded(blob), pickle.loads(pickled)):
-        assert type(restored.criterion).forward is ORIGINAL_FORWARD
-        assert restored.fn.func is ORIGINAL_KL_DIV
+        assert type(restored.criterion).forward is ORIGINAL.forward
+        assert restored.fn.func is ORIGINAL.kl_div
         assert torch.equal(restored(*pair()), expected)
 
 
@@ -217,7 +215,7 @@ def test_a_reference_taken_before_install_cannot_be_pickled_while_installed() ->
     with pytest.raises(pickle.PicklingError, match="not the same object"):
         pickle.dumps(early)
     kl_guard.uninstall()
-    assert pickle.loads(pickle.dumps(early)).func is ORIGINAL_KL_DIV
+    assert pickle.loads(pickle.dumps(early)).func is ORIGINAL.kl_div
 
 
 @pytest.mark.slow
