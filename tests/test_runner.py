@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import warnings
 from fnmatch import fnmatch
@@ -14,6 +12,7 @@ from typing import Any
 import pytest
 
 import kl_guard
+from helpers import run_subprocess
 from kl_guard import _cli, _reporting
 
 # Two misuses, each at its own line, repeated as a training loop would.
@@ -42,20 +41,6 @@ def line_of(source: str, marker: str) -> int:
 
 KLG001_AT = f"train.py:{line_of(TRAIN, '# KLG001')}"
 KLG006_AT = f"train.py:{line_of(TRAIN, '# KLG006')}"
-
-
-def run_subprocess(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # One intra-op thread: on a busy machine, threads contending for a few
-    # cores make each op on these tiny tensors a thousand times slower.
-    return subprocess.run(
-        [sys.executable, "-m", "kl_guard", "run", *args],
-        cwd=cwd,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
 
 
 def script(tmp_path: Path, source: str, name: str = "script.py") -> str:
