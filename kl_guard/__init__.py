@@ -26,12 +26,13 @@ from kl_guard._exceptions import (
     KLGuardError,
     KLGuardWarning,
 )
-from kl_guard._findings import CODES, Finding
+from kl_guard._findings import CODES, Counts, Finding
 
 if TYPE_CHECKING:
     from kl_guard._deferred import flush
     from kl_guard._lifecycle import (
         Guard,
+        counts,
         findings,
         guard,
         install,
@@ -46,6 +47,7 @@ __version__ = "0.1.0"
 __all__ = [
     "CODES",
     "Config",
+    "Counts",
     "Finding",
     "Guard",
     "KLG001Warning",
@@ -61,6 +63,7 @@ __all__ = [
     "Mode",
     "Options",
     "check",
+    "counts",
     "findings",
     "flush",
     "guard",
@@ -74,6 +77,7 @@ __all__ = [
 # with the plugin off, or ``kl_guard.__version__``, imports no torch.
 _LAZY = {
     "check": "kl_guard._manual",
+    "counts": "kl_guard._lifecycle",
     "Guard": "kl_guard._lifecycle",
     "findings": "kl_guard._lifecycle",
     "flush": "kl_guard._deferred",

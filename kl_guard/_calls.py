@@ -22,7 +22,7 @@ import torch
 from kl_guard import _check, _compat, _compiled, _deferred, _patch, _reporting, _sites
 from kl_guard._call import Call
 from kl_guard._config import Config
-from kl_guard._findings import Finding
+from kl_guard._findings import Counts, Finding
 from kl_guard._patch import PATCH
 from kl_guard._policy import Site, SitePolicy
 from kl_guard._sites import CallSite
@@ -56,13 +56,19 @@ NO_LATEST = Latest(None, -1, 1, False, Site(1))
 
 
 class Schedule:
-    """The call-site schedules of one layer, and the site it saw last."""
+    """The call-site schedules of one layer, the site it saw last, and its traced calls."""
 
-    __slots__ = ("policy", "latest")
+    __slots__ = ("policy", "latest", "traced")
 
     def __init__(self) -> None:
         self.policy = SitePolicy()
         self.latest: Latest = NO_LATEST
+        self.traced = 0  # calls run by a tracing pass (see _traced_call)
+
+    def counts(self) -> Counts:
+        """The calls this schedule saw; the eager ones counted by their sites."""
+        seen, checked = self.policy.counts()
+        return Counts(seen + self.traced, checked, self.traced)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -268,6 +274,7 @@ def _findings_of(
 def _traced_call(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs, view: View) -> Any:
     """A call run by a tracing pass of torch.compile or torch.export (see ``_compiled``)."""
     __tracebackhide__ = True  # see _reporting.emit
+    view.schedule.traced += 1
     outcome = _reporting.safely(_trace, args, kwargs, instance)
     if outcome is not None and outcome[0]:
         config = _compiled.trace_config(view.config)

@@ -63,7 +63,12 @@ ALL = (
             "the batch size only and gives the KL divergence per sample; for one distribution "
             "alone, 'sum' gives it.\n\n"
             "'mean' is the default of both, and what the deprecated size_average and reduce "
-            "arguments resolve to: reduce='batchmean', a typo, silently means 'mean'."
+            "arguments resolve to: reduce='batchmean', a typo, silently means 'mean'.\n\n"
+            "For token distributions [B, T, V], 'batchmean' divides by B only: the KL summed "
+            "over each sequence's T tokens, padding included. Token-level distillation "
+            "usually wants the KL per token over the real tokens: "
+            '(F.kl_div(input, target, reduction="none").sum(-1) * mask).sum() / mask.sum() '
+            "with a [B, T] padding mask."
         ),
         cause="`nn.KLDivLoss()` with no arguments, or `reduce='batchmean'`",
         fix='`reduction="batchmean"`',

@@ -97,11 +97,25 @@ def _reduction_mean(call: Call, shape: tuple[int, ...]) -> Diagnosis:
             f"than the KL per sample ({per_sample} elements per sample); "
             "'batchmean' divides by the batch size only"
         )
+    evidence: tuple[str, ...] = (source, why)
+    fix = render_call(call, "input", "target", log_target=call.log_target)
+    if len(shape) == 3:
+        # Token-level distillation wants the KL per token, which no reduction gives.
+        batch, tokens, _ = shape
+        evidence += (
+            f"if this is [B, T, V] = [{', '.join(map(str, shape))}] tokens, 'batchmean' "
+            f"divides by B = {batch} only: the KL summed over each sequence's {tokens} tokens, "
+            "padding included",
+        )
+        per_token = render_call(
+            call, "input", "target", log_target=call.log_target, reduction="none"
+        )
+        fix += (
+            f" for the KL per sequence; per token, with a [B, T] padding mask: "
+            f"({per_token}.sum(-1) * mask).sum() / mask.sum()"
+        )
     return Diagnosis(
-        "KLG001",
-        "kl_div reduction 'mean' is not the KL divergence per sample",
-        (source, why),
-        render_call(call, "input", "target", log_target=call.log_target),
+        "KLG001", "kl_div reduction 'mean' is not the KL divergence per sample", evidence, fix
     )
 
 

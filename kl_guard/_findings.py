@@ -39,3 +39,21 @@ class Finding:
 
     def __str__(self) -> str:
         return self.message
+
+
+@dataclasses.dataclass(frozen=True)
+class Counts:
+    """The KL calls a layer saw: ``seen`` in all, ``checked`` from their tensors,
+    ``traced`` from their arguments only (while torch.compile or torch.export
+    traced them: the compiled code never calls kl_guard). Calls let through
+    by the schedule are ``seen - checked - traced``.
+    """
+
+    seen: int = 0
+    checked: int = 0
+    traced: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            self.seen + other.seen, self.checked + other.checked, self.traced + other.traced
+        )

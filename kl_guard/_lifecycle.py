@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from kl_guard import _calls, _compat, _deferred, _reporting
 from kl_guard._config import Config, Mode, Options, configure, default_config
-from kl_guard._findings import Finding
+from kl_guard._findings import Counts, Finding
 from kl_guard._patch import PATCH
 
 if TYPE_CHECKING:
@@ -26,12 +26,18 @@ F = TypeVar("F", bound=Callable[..., Any])
 class _Layer:
     """One active ``install()`` or ``guard()``: its settings, findings and schedules."""
 
-    __slots__ = ("config", "record", "schedule")
+    __slots__ = ("config", "record", "schedule", "carried")
 
     def __init__(self, config: Config) -> None:
         self.config = config
         self.record = _reporting.Record()
         self.schedule = _calls.Schedule()
+        # Calls counted elsewhere: by a schedule this layer replaced, or by a
+        # guard inside it (only the innermost layer's schedule counts a call).
+        self.carried = Counts()
+
+    def counts(self) -> Counts:
+        return self.carried + self.schedule.counts()
 
 
 class _Layers:
@@ -93,6 +99,7 @@ def install(
             _LAYERS.base = _Layer(config)
         else:
             if _schedule(config) != _schedule(base.config):
+                base.carried = base.counts()
                 base.schedule = _calls.Schedule()  # a new schedule starts afresh at every site
             base.config = config
         _LAYERS.refresh()
@@ -121,6 +128,12 @@ def findings() -> list[Finding]:
     _deferred.drain(block=True)
     base = _LAYERS.base
     return base.record.findings() if base else []
+
+
+def counts() -> Counts:
+    """The KL calls seen since :func:`install`: in all, checked, traced."""
+    base = _LAYERS.base
+    return base.counts() if base else Counts()
 
 
 def reset() -> None:
@@ -165,6 +178,13 @@ class Guard:
         return layer.record.findings() if layer else []
 
     @property
+    def counts(self) -> Counts:
+        """The KL calls the block saw so far: in all, checked from their tensors,
+        and traced (checked from their arguments only)."""
+        layer = self._layer or self._last
+        return layer.counts() if layer else Counts()
+
+    @property
     def active(self) -> bool:
         return self._layer is not None
 
@@ -190,7 +210,11 @@ class Guard:
                 return
             self._last = layer
             if layer in _LAYERS.guards:
-                _LAYERS.guards.remove(layer)
+                index = _LAYERS.guards.index(layer)
+                outer = _LAYERS.guards[index - 1] if index else _LAYERS.base
+                if outer is not None:  # the enclosing layer saw these calls too
+                    outer.carried += layer.counts()
+                del _LAYERS.guards[index]
             _LAYERS.refresh()
 
     def __enter__(self) -> Guard:

@@ -54,10 +54,19 @@ def evidence_line(name: str, info: TensorInfo, stats: DimStats, side: SideStats)
     )
 
 
-def render_call(call: Call, input_expr: str, target_expr: str, *, log_target: bool) -> str:
-    reduction = "batchmean" if call.reduction == "mean" else call.reduction
-    if len(call.shape) == 1 and reduction == "batchmean":
-        reduction = "sum"
+def render_call(
+    call: Call,
+    input_expr: str,
+    target_expr: str,
+    *,
+    log_target: bool,
+    reduction: str | None = None,
+) -> str:
+    """The call as the user wrote it (function or module), with the right ``reduction``."""
+    if reduction is None:
+        reduction = "batchmean" if call.reduction == "mean" else call.reduction
+        if len(call.shape) == 1 and reduction == "batchmean":
+            reduction = "sum"
     args = f'reduction="{reduction}"' + (", log_target=True" if log_target else "")
     if call.api == "module":
         return f"nn.KLDivLoss({args})({input_expr}, {target_expr})"

@@ -9,8 +9,12 @@ from __future__ import annotations
 import copy
 import dataclasses
 import inspect
+import itertools
+import operator
 import re
+import sys
 import threading
+import types
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +31,11 @@ TARGETS = (
 
 #: The module whose frames call torch's ``F.kl_div`` for a patched call.
 CALLER_MODULE = "kl_guard._calls"
+
+#: Packages whose module globals keep the original function: torch's own code
+#: calls it through the module attribute (or must not be checked), kl_guard's
+#: holds it on purpose.
+UNREBOUND = frozenset({"torch", "kl_guard"})
 
 
 class _BoundWrapper(wrapt.BoundFunctionWrapper[..., Any]):
@@ -105,6 +114,8 @@ class Patch:
             applied.wrapper = wrap(owner, original, wrapper, applied.switch)
             wrapt.apply_patch(owner, attribute, applied.wrapper)
             self._applied.append(applied)
+            if inspect.ismodule(owner):
+                rebind(original, applied.wrapper)
         self.filter_mean_warning()
 
     def remove(self) -> None:
@@ -116,6 +127,8 @@ class Patch:
         for applied in reversed(self._applied):
             if vars(applied.owner).get(applied.attribute) is applied.wrapper:
                 setattr(applied.owner, applied.attribute, applied.original)
+            if inspect.ismodule(applied.owner):
+                rebind(applied.wrapper, applied.original)
             applied.switch.clear()
         self._applied.clear()
         _unfilter_mean_warning()
@@ -142,6 +155,37 @@ def call_unfiltered(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
     warning shows as it does without kl_guard: for the calls kl_guard cannot judge
     and reports nothing of (a 0-d input), whose warning nothing would replace."""
     return wrapped(*args, **kwargs)
+
+
+def rebind(old: object, new: object) -> int:
+    """Point every module global that holds ``old`` at ``new``; how many were.
+
+    ``from torch.nn.functional import kl_div`` (or ``loss = F.kl_div``) in a
+    module imported before the patch keeps the original: at apply it is
+    pointed at the wrapper, and at removal whatever holds the wrapper (those
+    imported while the patch was on too) gets the original back. Only a
+    global that holds exactly ``old`` changes, so another tool's layer stays.
+    Each module's values are searched by identity in C (``operator.is_``
+    mapped over them; ``in`` would call each value's ``__eq__``): one pass
+    over ``sys.modules`` (see docs/performance.md, "Install"). Containers,
+    closures and default arguments are not searched.
+    """
+    rebound = 0
+    same = itertools.repeat(old)
+    for name, module in list(sys.modules.items()):
+        if name.partition(".")[0] in UNREBOUND or not isinstance(module, types.ModuleType):
+            continue
+        namespace = module.__dict__
+        try:
+            if True not in map(operator.is_, namespace.values(), same):
+                continue
+            for key, value in list(namespace.items()):
+                if value is old:
+                    namespace[key] = new
+                    rebound += 1
+        except RuntimeError:  # the module changed size while searched: a thread importing
+            continue
+    return rebound
 
 
 # torch's warning for reduction='mean'. torch 2.10 and newer warn with

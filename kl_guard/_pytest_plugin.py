@@ -24,7 +24,7 @@ import pytest
 
 import kl_guard
 from kl_guard._config import ENV_MODE, Mode, parse_mode
-from kl_guard._findings import Finding
+from kl_guard._findings import Counts, Finding
 
 if TYPE_CHECKING:
     from kl_guard import Guard
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 _CHOICES = (Mode.OFF, Mode.WARN, Mode.RAISE)
 _INI = "kl_guard"
 _WORKER_OUTPUT = "kl_guard_findings"
+_WORKER_COUNTS = "kl_guard_counts"
 
 
 @dataclasses.dataclass
@@ -47,6 +48,7 @@ class _Session:
     # Findings sent back by pytest-xdist workers, merged per (location, code);
     # None with the layer: workers of a session that is off send none.
     workers: Record | None
+    worker_counts: Counts = Counts()
 
 
 _SESSION = pytest.StashKey[_Session]()
@@ -177,29 +179,33 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if hasattr(config, "workeroutput"):  # a pytest-xdist worker: hand findings to the controller
         config.workeroutput[_WORKER_OUTPUT] = [dataclasses.asdict(f) for f in _findings(config)]
+        config.workeroutput[_WORKER_COUNTS] = dataclasses.asdict(_counts(config))
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_testnodedown(node: Any, error: object) -> None:
     # No workeroutput when the worker crashed.
-    sent = getattr(node, "workeroutput", {}).get(_WORKER_OUTPUT, ())
-    record = node.config.stash[_SESSION].workers
-    if record is None:
+    output = getattr(node, "workeroutput", {})
+    session = node.config.stash[_SESSION]
+    if session.workers is None:
         return
-    for fields in sent:
-        record.add(Finding(**fields))
+    for fields in output.get(_WORKER_OUTPUT, ()):
+        session.workers.add(Finding(**fields))
+    session.worker_counts += Counts(**output.get(_WORKER_COUNTS, {}))
 
 
 def pytest_terminal_summary(
     terminalreporter: pytest.TerminalReporter, config: pytest.Config
 ) -> None:
-    found = _findings(config)
-    if found:
-        from kl_guard._reporting import summary_lines
+    if config.stash[_SESSION].layer is None:
+        return
+    from kl_guard._reporting import headline, summary_lines
 
-        terminalreporter.write_sep("=", "kl_guard findings")
-        for line in summary_lines(found):
-            terminalreporter.write_line(line)
+    found = _findings(config)
+    terminalreporter.write_sep("=", "kl_guard findings" if found else "kl_guard")
+    terminalreporter.write_line(headline(found, _counts(config)))
+    for line in summary_lines(found) if found else ():
+        terminalreporter.write_line(line)
 
 
 def _findings(config: pytest.Config) -> list[Finding]:
@@ -208,3 +214,11 @@ def _findings(config: pytest.Config) -> list[Finding]:
     if session.layer is None or session.workers is None:
         return []
     return [*session.layer.findings, *session.workers.findings()]
+
+
+def _counts(config: pytest.Config) -> Counts:
+    """The KL calls of this session's tests, its workers' included."""
+    session = config.stash[_SESSION]
+    if session.layer is None:
+        return Counts()
+    return session.layer.counts + session.worker_counts

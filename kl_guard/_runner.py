@@ -14,15 +14,18 @@ import importlib.util
 import json
 import os
 import runpy
+import shutil
 import sys
+import sysconfig
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
+from kl_guard import _processes
 from kl_guard._config import Mode
-from kl_guard._findings import Finding
+from kl_guard._findings import Counts, Finding
 from kl_guard._lifecycle import Guard
-from kl_guard._reporting import summary_lines
+from kl_guard._reporting import headline, summary_lines
 
 JSON_VERSION = 1
 
@@ -50,22 +53,50 @@ def run(
 
     Raises :class:`NotFound` before anything runs when ``target`` is missing.
     """
+    if not module:
+        target = _script(target)
     guard = Guard(mode, **options)
     # The program may chdir; the report goes where the command line meant.
     report = os.path.abspath(json_path) if json_path is not None else None
-    with _as_main(target, args, module=module), guard:
-        _find(target, module=module)
-        status = _execute(target, module=module)
-    found = guard.findings
+    with _processes.followed(mode.value, options) as folder:
+        with _as_main(target, args, module=module), guard:
+            _find(target, module=module)
+            status = _execute(target, module=module)
+        own = _processes.Process(
+            os.getpid(), None, (target, *args), guard.counts, tuple(guard.findings)
+        )
+        processes = [own, *_processes.collect(folder)]
+    found, counts = _processes.combined(processes)
     sys.stdout.flush()
-    _summarize(found, mode, sys.stderr)
+    if mode is Mode.RAISE and found and status == 0:
+        # A KLGuardError that the program, a framework or a compiler caught,
+        # or that ended a child whose failure its parent ignored, must not
+        # turn into a clean exit.
+        print(_SWALLOWED, file=sys.stderr)
+        status = 1
+    _summarize(found, counts, processes, mode, sys.stderr)
     if report is not None:
         try:
-            _write_json(report, found, mode, status)
+            _write_json(report, found, counts, processes, mode, status)
         except OSError as exc:
             print(f"kl_guard: could not write the JSON report: {exc}", file=sys.stderr)
             return status or 2
     return status
+
+
+def _script(target: str) -> str:
+    """The script to run: a file, else a Python console script on PATH (``torchrun``),
+    run as ``python /path/to/torchrun`` would run it."""
+    if os.path.exists(target):
+        return target
+    # PATH first, then the scripts folder of this interpreter (an environment not activated)
+    found = shutil.which(target) or shutil.which(target, path=sysconfig.get_path("scripts"))
+    if found is not None:
+        with open(found, "rb") as file:
+            first = file.readline()
+        if first.startswith(b"#!") and b"python" in first:
+            return found
+    raise NotFound(f"can't open file {target!r}: no such file or directory")
 
 
 @contextlib.contextmanager
@@ -89,8 +120,6 @@ def _as_main(target: str, args: Sequence[str], *, module: bool) -> Iterator[None
 
 def _find(target: str, *, module: bool) -> None:
     if not module:
-        if not os.path.exists(target):
-            raise NotFound(f"can't open file {target!r}: no such file or directory")
         return
     try:
         spec = importlib.util.find_spec(target)
@@ -142,19 +171,65 @@ def _print_traceback(exc: BaseException) -> None:
     print("".join(report.format()), end="", file=sys.stderr)
 
 
-def _summarize(found: Sequence[Finding], mode: Mode, stream: TextIO) -> None:
-    count = f"{len(found)} finding{'' if len(found) == 1 else 's'}" if found else "no findings"
-    print(f"kl_guard summary (mode={mode}): {count}", file=stream)
+_SWALLOWED = (
+    "kl_guard: a finding was recorded in raise mode but the program went on "
+    "(its KLGuardError was caught, by the program, a framework or a compiler); exit status 1"
+)
+
+
+def _summarize(
+    found: Sequence[Finding],
+    counts: Counts,
+    processes: Sequence[_processes.Process],
+    mode: Mode,
+    stream: TextIO,
+) -> None:
+    line = headline(found, counts)
+    if len(processes) > 1:
+        line += f", in {len(processes)} processes"
+    print(f"kl_guard summary (mode={mode}): {line}", file=stream)
+    if len(processes) > 1:
+        for process in processes:
+            said = (
+                headline(process.findings, process.counts)
+                if process.findings or process.counts.seen
+                else "no KL call seen"
+            )
+            print(f"  {process.label()}: {said}", file=stream)
     if found:
-        for line in summary_lines(found):
+        labelled = [
+            f
+            if f.rank is None
+            else dataclasses.replace(f, location=f"{f.location} (rank {f.rank})")
+            for f in found
+        ]
+        for line in summary_lines(labelled):
             print(f"  {line}", file=stream)
 
 
-def _write_json(path: str, found: Sequence[Finding], mode: Mode, status: int) -> None:
+def _write_json(
+    path: str,
+    found: Sequence[Finding],
+    counts: Counts,
+    processes: Sequence[_processes.Process],
+    mode: Mode,
+    status: int,
+) -> None:
     report = {
         "version": JSON_VERSION,
         "mode": mode.value,
         "findings": [dataclasses.asdict(f) for f in found],
+        "calls": dataclasses.asdict(counts),
+        "processes": [
+            {
+                "pid": p.pid,
+                "rank": p.rank,
+                "argv": list(p.argv),
+                "calls": dataclasses.asdict(p.counts),
+                "findings": len(p.findings),
+            }
+            for p in processes
+        ],
         "exit_status": status,
     }
     with open(path, "w", encoding="utf-8") as file:

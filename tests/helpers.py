@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -276,9 +281,14 @@ MISUSES: list[tuple[str, Case]] = [
 ]
 
 
-#: The entry points as torch defines them, captured before any test installs kl_guard.
-ORIGINAL_KL_DIV = F.kl_div
-ORIGINAL_FORWARD = torch.nn.KLDivLoss.forward
+class Originals(NamedTuple):
+    kl_div: Callable[..., torch.Tensor]
+    forward: Callable[..., torch.Tensor]
+
+
+#: The entry points as torch defines them, captured before any test installs kl_guard;
+#: in a tuple, since install() points module globals that hold F.kl_div at its wrapper.
+ORIGINAL = Originals(F.kl_div, torch.nn.KLDivLoss.forward)
 
 
 def good() -> Tensors:
@@ -321,3 +331,18 @@ def marked_line(path: str, marker: str) -> int:
         lines = [n for n, text in enumerate(f, 1) if text.rstrip().endswith(f"# {marker}")]
     assert len(lines) == 1, f"{marker!r} marks lines {lines} of {path}"
     return lines[0]
+
+
+def run_subprocess(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m kl_guard run ARGS`` in a fresh interpreter, in ``cwd``."""
+    # One intra-op thread: on a busy machine, threads contending for a few
+    # cores make each op on these tiny tensors a thousand times slower.
+    return subprocess.run(
+        [sys.executable, "-m", "kl_guard", "run", *args],
+        cwd=cwd,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )

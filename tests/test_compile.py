@@ -119,6 +119,8 @@ def test_inductor_reports_argument_findings_when_it_traces(caches: str) -> None:
     assert [(w.filename, w.lineno) for w in found] == [(__file__, line)]
     compiled(s, t)  # compiled code does not call back into kl_guard
     assert [(f.code, f.count) for f in kl_guard.findings()] == [("KLG001", 1)]
+    counts = kl_guard.counts()  # each tracing pass that ran the call, none checked
+    assert counts.checked == 0 and counts.traced >= 1 and counts.seen == counts.traced
 
 
 @pytest.mark.parametrize("flag", FLAGS)
@@ -145,6 +147,8 @@ def test_an_export_trace_is_not_counted_as_an_eager_call(
     model(s, t)  # calls 2 and 3: not checked, unless the export counted as one
     [finding] = [f for f in kl_guard.findings() if f.code == "KLG003"]
     assert finding.count == 1
+    counts = kl_guard.counts()
+    assert (counts.seen - counts.traced, counts.checked) == (3, 1) and counts.traced >= 1
 
 
 def test_eager_backend_keeps_torch_mean_warning_replaced() -> None:

@@ -18,18 +18,15 @@ import torch.nn.functional as F
 from torch import nn
 
 import kl_guard
-from helpers import fully_removed, logits
+from helpers import ORIGINAL, fully_removed, logits
 from kl_guard._config import Config
 from kl_guard._policy import Site
-
-ORIGINAL_KL_DIV = F.kl_div
-ORIGINAL_FORWARD = vars(nn.KLDivLoss)["forward"]
 
 
 def assert_fully_removed(filters_before: list[object]) -> None:
     assert not kl_guard.is_installed()
-    assert F.kl_div is ORIGINAL_KL_DIV
-    assert vars(nn.KLDivLoss)["forward"] is ORIGINAL_FORWARD
+    assert F.kl_div is ORIGINAL.kl_div
+    assert vars(nn.KLDivLoss)["forward"] is ORIGINAL.forward
     assert fully_removed()
     assert warnings.filters == filters_before
 

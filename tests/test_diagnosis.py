@@ -49,6 +49,39 @@ def test_token_layout_fix_uses_the_last_dim() -> None:
     assert "dim 2 (14 rows)" in finding.message
 
 
+def test_klg001_for_token_distributions_shows_the_per_token_form_line_by_line() -> None:
+    inp, tgt = F.log_softmax(logits(4, 16, 50), -1), F.softmax(logits(4, 16, 50, seed=1), -1)
+    [finding] = kl_guard.check(inp, tgt)  # a token-level call
+    assert finding.message.splitlines()[1:-1] == [
+        "  reduction='mean' was passed",  # check()'s default is passed on
+        "  'mean' divides by all 3200 elements, so the value is 800x smaller than the KL per "
+        "sample (800 elements per sample); 'batchmean' divides by the batch size only",
+        "  if this is [B, T, V] = [4, 16, 50] tokens, 'batchmean' divides by B = 4 only: "
+        "the KL summed over each sequence's 16 tokens, padding included",
+        '  fix: F.kl_div(input, target, reduction="batchmean") for the KL per sequence; '
+        "per token, with a [B, T] padding mask: "
+        '(F.kl_div(input, target, reduction="none").sum(-1) * mask).sum() / mask.sum()',
+    ]
+
+
+@pytest.mark.parametrize("shape", [(8, 5), (2, 3, 4, 5)])
+def test_klg001_gives_token_advice_for_three_dims_only(shape: tuple[int, ...]) -> None:
+    inp, tgt = F.log_softmax(logits(*shape), 1), F.softmax(logits(*shape, seed=1), 1)
+    [finding] = kl_guard.check(inp, tgt)
+    assert "tokens" not in finding.message
+    assert finding.message.splitlines()[-2] == (
+        '  fix: F.kl_div(input, target, reduction="batchmean")'
+    )
+
+
+def test_klg001_per_token_form_for_the_module() -> None:
+    inp, tgt = F.log_softmax(logits(2, 3, 4), -1), F.softmax(logits(2, 3, 4, seed=1), -1)
+    with kl_guard.guard(mode="log", check_every=1) as g:
+        torch.nn.KLDivLoss()(inp, tgt)
+    [finding] = g.findings
+    assert '(nn.KLDivLoss(reduction="none")(input, target).sum(-1) * mask)' in finding.message
+
+
 def shards(x: torch.Tensor, parts: int) -> tuple[torch.Tensor, ...]:
     return tuple(x.chunk(parts, -1))
 

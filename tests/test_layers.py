@@ -27,7 +27,8 @@ STAGES: list[set[str]] = [
     {"_calls"},
     {"_lifecycle"},
     {"__init__"},
-    {"_runner", "_demo", "_pytest_plugin", "_lint"},
+    {"_processes"},
+    {"_runner", "_child", "_demo", "_pytest_plugin", "_lint"},
     {"_cli"},
     {"__main__"},
 ]

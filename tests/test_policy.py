@@ -84,3 +84,39 @@ def test_the_sites_stay_bounded_and_keep_the_live_ones() -> None:
         policy.site(compile(f"x + {generation}", "<cell>", "eval"), 0, config)
         assert len(policy) <= policy.LIMIT
     assert not policy.site(live, 0, config).due(config)  # still the same schedule
+
+
+@given(
+    warmup=st.integers(1, 16),
+    max_interval=st.integers(1, 64),
+    check_every=st.none() | st.integers(1, 20),
+    calls=st.integers(0, 2_000),
+)
+def test_a_site_counts_every_call_without_a_counter_of_its_own(
+    warmup: int, max_interval: int, check_every: int | None, calls: int
+) -> None:
+    config = Config(warmup=warmup, max_interval=max_interval, check_every=check_every)
+    site = Site(config.warmup)
+    checks = checked_calls(config, calls, site)
+    assert (site.seen, site.checks) == (calls, len(checks))
+
+
+def test_calls_let_through_by_racing_threads_are_counted() -> None:
+    config = Config(check_every=5)
+    site = Site(config.warmup)
+    assert site.due(config)
+    site.skip = -1  # two threads both decremented the last skip: five calls let through
+    assert site.seen == 6
+    assert site.due(config)  # the next is checked, and the race's extra call kept
+    assert (site.seen, site.checks) == (7, 2)
+
+
+def test_the_policy_counts_the_calls_of_sites_it_dropped() -> None:
+    policy = SitePolicy()
+    config = Config(check_every=2)
+    codes = [compile(f"x{i}", f"<{i}>", "eval") for i in range(SitePolicy.LIMIT + 10)]
+    for code in codes:  # past LIMIT: the oldest sites are dropped
+        for _ in range(3):
+            policy.site(code, 0, config).due(config)
+    assert len(policy) < len(codes)
+    assert policy.counts() == (3 * len(codes), 2 * len(codes))

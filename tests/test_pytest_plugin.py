@@ -12,12 +12,12 @@ import pytest
 import torch
 
 import kl_guard
+from helpers import ORIGINAL
 
 # An in-process session starts from this test's warning filters; give it
 # Python's defaults, as a fresh process would have, not this suite's "error".
 pytestmark = pytest.mark.filterwarnings("default")
 
-ORIGINAL_KL_DIV = torch.nn.functional.kl_div
 
 # One correct test and one with the default reduction='mean' (KLG001 only,
 # whatever the random numbers).
@@ -86,7 +86,7 @@ def test_misuse_passes_without_the_plugin_and_fails_in_raise_mode(
             f"test_suite.py:{line_of(suite, '# misuse')}: KLGuardError",
         ]
     )
-    assert torch.nn.functional.kl_div is ORIGINAL_KL_DIV
+    assert torch.nn.functional.kl_div is ORIGINAL.kl_div
     assert not kl_guard.is_active()
 
 
@@ -291,11 +291,15 @@ def test_warn_mode_lists_the_findings_in_the_summary(
     result.stdout.fnmatch_lines(
         [
             "*= kl_guard findings =*",
+            "1 finding in 2 KL calls (2 checked from their tensors)",
             "code    location * count  cause",
             f"KLG001  test_suite.py:{line_of(suite, '# misuse')}  * 1  kl_div reduction 'mean' *",
         ]
     )
-    assert "kl_guard findings" not in run(pytester).stdout.str()
+    assert "= kl_guard" not in run(pytester).stdout.str()
+    pytester.makepyfile(test_suite="def test_nothing():\n    pass\n")
+    result = run(pytester, "--kl-guard=warn")
+    result.stdout.fnmatch_lines(["*= kl_guard =*", "no KL call seen: *"])
 
 
 @pytest.mark.slow
@@ -310,6 +314,8 @@ def test_under_xdist_workers_fail_the_test_and_send_their_findings(
         [
             "E * kl_guard.KLGuardError: KLG001: *",
             "*= kl_guard findings =*",
+            "1 finding in 2 KL calls (2 checked from their tensors)",
+            "code *",
             f"KLG001  test_suite.py:{line_of(suite, '# misuse')}  * 1  *",
         ]
     )

@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
+import warnings
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kl_guard import _cli
+import kl_guard
+from helpers import run_subprocess
+from kl_guard import _cli, _reporting
 
 # Two misuses, each at its own line, repeated as a training loop would.
 TRAIN = """\
@@ -42,20 +43,6 @@ KLG001_AT = f"train.py:{line_of(TRAIN, '# KLG001')}"
 KLG006_AT = f"train.py:{line_of(TRAIN, '# KLG006')}"
 
 
-def run_subprocess(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # One intra-op thread: on a busy machine, threads contending for a few
-    # cores make each op on these tiny tensors a thousand times slower.
-    return subprocess.run(
-        [sys.executable, "-m", "kl_guard", "run", *args],
-        cwd=cwd,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-
-
 def script(tmp_path: Path, source: str, name: str = "script.py") -> str:
     path = tmp_path / name
     path.write_text(source)
@@ -69,18 +56,21 @@ def test_training_script_runs_to_the_end_with_a_summary_and_json(tmp_path: Path)
     assert done.returncode == 0, done.stderr
     assert "trained ['--epochs', '3']" in done.stdout
     summary = done.stderr[done.stderr.index("kl_guard summary") :].splitlines()
-    assert summary[0] == "kl_guard summary (mode=warn): 2 findings"
+    assert summary[0] == (
+        "kl_guard summary (mode=warn): 2 findings in 1000 KL calls (26 checked from their tensors)"
+    )
     assert summary[1].split() == ["code", "location", "count", "cause"]
     rows = sorted(line.split()[:2] for line in summary[2:])
     assert rows == [["KLG001", KLG001_AT], ["KLG006", KLG006_AT]]
 
     report = json.loads((tmp_path / "report.json").read_text())
     assert (report["version"], report["mode"], report["exit_status"]) == (1, "warn", 0)
+    assert report["calls"] == {"seen": 1000, "checked": 26, "traced": 0}
     found = {(f["code"], f["location"]): f for f in report["findings"]}
     assert set(found) == {("KLG001", KLG001_AT), ("KLG006", KLG006_AT)}
     for finding in found.values():
         assert set(finding) == {"code", "location", "message", "summary", "count", "rank"}
-        # 500 calls: the checks thin out and the report keeps counts, not copies.
+        # 500 calls a site, 13 checked (1-8, 16, ..., 256): counts, not copies.
         assert 8 < finding["count"] < 50
         assert finding["message"].startswith(f"{finding['code']}: {finding['summary']}")
 
@@ -97,7 +87,9 @@ def test_raise_mode_stops_the_script_at_its_line(tmp_path: Path) -> None:
     assert "kl_guard.KLGuardError: KLG001: " in traceback
     assert "runpy" not in traceback
     assert "kl_guard/" not in traceback
-    assert done.stderr.splitlines()[-3] == "kl_guard summary (mode=raise): 1 finding"
+    assert done.stderr.splitlines()[-3] == (
+        "kl_guard summary (mode=raise): 1 finding in 1 KL call (1 checked from their tensors)"
+    )
     assert json.loads((tmp_path / "report.json").read_text())["exit_status"] == 1
 
 
@@ -116,7 +108,7 @@ def test_exit_status_is_the_scripts_and_the_summary_always_comes(
 ) -> None:
     assert _cli.main(["run", script(tmp_path, source)]) == status
     err = capsys.readouterr().err
-    assert err.endswith(f"{stderr}kl_guard summary (mode=warn): no findings\n")
+    assert err.endswith(f"{stderr}kl_guard summary (mode=warn): {_reporting.NOTHING_SEEN}\n")
     if status == 1 and "Error" in stderr:
         assert 'script.py", line 1, in <module>' in err
 
@@ -196,7 +188,9 @@ def test_raise_mode_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert _cli.main(["run", "--mode", "raise", script(tmp_path, MISUSE)]) == 1
     err = capsys.readouterr().err
     assert "kl_guard.KLGuardError: KLG001: " in err
-    assert err.splitlines()[-3] == "kl_guard summary (mode=raise): 1 finding"
+    assert err.splitlines()[-3] == (
+        "kl_guard summary (mode=raise): 1 finding in 1 KL call (1 checked from their tensors)"
+    )
 
 
 @pytest.mark.parametrize(
@@ -251,3 +245,46 @@ def test_unwritable_json_report_is_an_error(
     argv = ["run", "--json", str(tmp_path / "no" / "report.json"), script(tmp_path, "pass")]
     assert _cli.main(argv) == 2
     assert "kl_guard: could not write the JSON report: " in capsys.readouterr().err
+
+
+SWALLOWED = """\
+import torch
+import torch.nn.functional as F
+try:
+    F.kl_div(F.log_softmax(torch.randn(8, 5), 1), F.softmax(torch.randn(8, 5), 1))
+except ValueError:  # a framework that catches everything and goes on
+    pass
+F.kl_div(F.log_softmax(torch.randn(8, 5), 1), F.softmax(torch.randn(8, 5), 1), reduction="sum")
+"""
+
+
+@pytest.mark.parametrize(("mode", "status"), [("raise", 1), ("warn", 0)])
+def test_a_finding_caught_by_the_program_still_fails_raise_mode(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: str, status: int
+) -> None:
+    json_path = tmp_path / "report.json"
+    argv = ["run", "--mode", mode, "--json", str(json_path), script(tmp_path, SWALLOWED)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kl_guard.KLGuardWarning)
+        assert _cli.main(argv) == status
+    err = capsys.readouterr().err.splitlines()
+    report = json.loads(json_path.read_text())
+    assert (report["exit_status"], report["calls"]) == (
+        status,
+        {"seen": 2, "checked": 2, "traced": 0},
+    )
+    assert [f["code"] for f in report["findings"]] == ["KLG001"]
+    said = "a finding was recorded in raise mode but the program went on"
+    assert any(said in line for line in err) == (mode == "raise")
+
+
+def test_a_run_that_saw_no_kl_call_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cached = "import torch\nfrom kl_guard._patch import PATCH\n"  # stands for code kl_guard missed
+    json_path = tmp_path / "report.json"
+    assert _cli.main(["run", "--json", str(json_path), script(tmp_path, cached)]) == 0
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("kl_guard summary (mode=warn): no KL call seen: ")
+    assert "child process" in last and "compiled code" in last
+    assert json.loads(json_path.read_text())["calls"] == {"seen": 0, "checked": 0, "traced": 0}

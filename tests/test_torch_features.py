@@ -22,11 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 
 import kl_guard
-from helpers import logits
+from helpers import ORIGINAL, logits
 
 REPO = Path(__file__).resolve().parent.parent
-ORIGINAL_KL_DIV = F.kl_div
-ORIGINAL_FORWARD = vars(nn.KLDivLoss)["forward"]
 # torch deprecates torch.jit.script: a DeprecationWarning in 2.10 to 2.13, a FutureWarning from 2.14
 JIT_SCRIPT_DEPRECATED = "`torch.jit.script` is deprecated"
 
@@ -156,7 +154,7 @@ def test_torchscript(holder: type[nn.Module], scripted_while_installed: bool) ->
     assert torch.equal(scripted(*pair()), expected)
     kl_guard.uninstall()
     assert torch.equal(scripted(*pair()), expected)
-    assert vars(nn.KLDivLoss)["forward"] is ORIGINAL_FORWARD
+    assert vars(nn.KLDivLoss)["forward"] is ORIGINAL.forward
 
 
 class Holder(nn.Module):
@@ -202,8 +200,8 @@ def test_pickle_save_deepcopy_and_state_dict_while_installed() -> None:
 
     kl_guard.uninstall()
     for restored in (loaded(blob), pickle.loads(pickled)):
-        assert type(restored.criterion).forward is ORIGINAL_FORWARD
-        assert restored.fn.func is ORIGINAL_KL_DIV
+        assert type(restored.criterion).forward is ORIGINAL.forward
+        assert restored.fn.func is ORIGINAL.kl_div
         assert torch.equal(restored(*pair()), expected)
 
 
@@ -214,7 +212,7 @@ def test_a_reference_taken_before_install_cannot_be_pickled_while_installed() ->
     with pytest.raises(pickle.PicklingError, match="not the same object"):
         pickle.dumps(early)
     kl_guard.uninstall()
-    assert pickle.loads(pickle.dumps(early)).func is ORIGINAL_KL_DIV
+    assert pickle.loads(pickle.dumps(early)).func is ORIGINAL.kl_div
 
 
 @pytest.mark.slow

@@ -1,0 +1,125 @@
+"""The processes of one ``python -m kl_guard run``: the environment that follows its children,
+each child's record, and the records combined.
+
+The runner names a folder and its settings in ``KL_GUARD_RUN`` and puts the
+start-up hook (``kl_guard/_hook/sitecustomize.py``) first on
+``PYTHONPATH``; every Python child inherits both, and each writes one JSON
+file there when it ends (``_child``). The runner then reads them all, as
+``coverage combine`` reads its data files. Standard library only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+from kl_guard._findings import Counts, Finding
+
+#: The run's settings and folder, as JSON: what makes a child start kl_guard.
+ENV = "KL_GUARD_RUN"
+HOOK = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_hook")
+
+
+@dataclasses.dataclass(frozen=True)
+class Process:
+    """What one process of the run saw."""
+
+    pid: int
+    rank: int | None
+    argv: tuple[str, ...]
+    counts: Counts
+    findings: tuple[Finding, ...]
+
+    def label(self) -> str:
+        return f"rank {self.rank}" if self.rank is not None else f"pid {self.pid}"
+
+
+@contextlib.contextmanager
+def followed(mode: str, options: Mapping[str, Any]) -> Iterator[str]:
+    """The environment that guards every Python child, while the program runs; the folder."""
+    folder = tempfile.mkdtemp(prefix="kl_guard-")
+    settings = {
+        "mode": mode,
+        "options": {k: sorted(v) if isinstance(v, frozenset) else v for k, v in options.items()},
+        "folder": folder,
+    }
+    saved = {name: os.environ.get(name) for name in (ENV, "PYTHONPATH")}
+    os.environ[ENV] = json.dumps(settings)
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [HOOK, saved["PYTHONPATH"]]))
+    try:
+        yield folder
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def settings() -> dict[str, Any] | None:
+    """This process's settings when a runner started it, else None."""
+    raw = os.environ.get(ENV)
+    return json.loads(raw) if raw else None
+
+
+def write(folder: str, process: Process) -> None:
+    """Write ``process``'s record in ``folder``, whole or not at all (a rename)."""
+    record = {
+        "pid": process.pid,
+        "rank": process.rank,
+        "argv": list(process.argv),
+        "calls": dataclasses.asdict(process.counts),
+        "findings": [dataclasses.asdict(f) for f in process.findings],
+    }
+    path = os.path.join(folder, f"{process.pid}.json")
+    with open(path + ".tmp", "w", encoding="utf-8") as file:
+        json.dump(record, file)
+    os.replace(path + ".tmp", path)
+
+
+def collect(folder: str) -> list[Process]:
+    """The records the children wrote in ``folder``, by rank, then by process id."""
+    processes = []
+    for name in os.listdir(folder):
+        if not name.endswith(".json"):
+            continue
+        with open(os.path.join(folder, name), encoding="utf-8") as file:
+            record = json.load(file)
+        rank = record["rank"]
+        processes.append(
+            Process(
+                pid=record["pid"],
+                rank=rank,
+                argv=tuple(record["argv"]),
+                counts=Counts(**record["calls"]),
+                findings=tuple(
+                    dataclasses.replace(f, rank=rank if f.rank is None else f.rank)
+                    for f in (Finding(**fields) for fields in record["findings"])
+                ),
+            )
+        )
+    return sorted(processes, key=lambda p: (p.rank is None, p.rank or 0, p.pid))
+
+
+def combined(processes: Sequence[Process]) -> tuple[list[Finding], Counts]:
+    """Every process's findings, one per (location, code, rank) with the counts added."""
+    merged: dict[tuple[str, str, int | None], Finding] = {}
+    total = Counts()
+    for process in processes:
+        total += process.counts
+        for finding in process.findings:
+            key = (finding.location, finding.code, finding.rank)
+            seen = merged.get(key)
+            merged[key] = (
+                finding
+                if seen is None
+                else dataclasses.replace(seen, count=seen.count + finding.count)
+            )
+    return list(merged.values()), total
