@@ -86,8 +86,8 @@ COMPILE_SETS_COMPILING_FLAG = _has_flag and _release(TORCH_VERSION) >= (2, 13)
 _fake_mode_key = getattr(getattr(torch._C, "_TorchDispatchModeKey", None), "FAKE", None)
 _fake_mode: Callable[[], object] = (
     functools.partial(torch._C._get_dispatch_mode, _fake_mode_key)
-    if _fake_mode_key is not None
-    else lambda: None
+    if _primary("fake_mode", _fake_mode_key is not None)
+    else lambda: None  # only the flag tells: before 2.13, compile's passes look eager
 )
 
 

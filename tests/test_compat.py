@@ -25,6 +25,7 @@ def test_every_primary_path_is_in_use() -> None:
     assert set(_compat.PRIMARY) == {
         "is_dynamo_compiling",
         "compiling_flag",
+        "fake_mode",
         "compile_context",
         "functorch_wrapped",
         "filters_mutated",
