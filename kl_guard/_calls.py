@@ -137,6 +137,18 @@ def wrapper(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs) -> Any:
     return _scheduled_call(wrapped, instance, args, kwargs, view)
 
 
+def built_wrapper(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs) -> Any:
+    """The wrapper of ``KLDivLoss.__init__``: where the module was built, for KLG001."""
+    result = wrapped(*args, **kwargs)
+    if ACTIVE.view is not None:
+        _reporting.safely(_record_built, instance)
+    return result
+
+
+def _record_built(module: Any) -> None:
+    _sites.record_built(module, _sites.user_frame(1))
+
+
 def _call(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs) -> Any:
     """torch's own call, with a module's marked (see :func:`_module_call`)."""
     if instance is None:
@@ -251,7 +263,7 @@ def _findings_of(
     config = view.config
     if _deferred.defers(bound["input"], config):
         # the site, not the frame: the caller's frame holds its tensors
-        site = _sites.site_of(frame)
+        site = _sites.site_of(frame, instance)
         measurement = _check.measure(
             call,
             bound["input"],
@@ -267,7 +279,7 @@ def _findings_of(
     )
     if not diagnoses:
         return [], None  # a correct call: no site to look up (its line number is a decode)
-    site = _sites.site_of(frame)
+    site = _sites.site_of(frame, instance)
     return _reporting.attribute(diagnoses, site), site
 
 

@@ -55,7 +55,7 @@ class _Layers:
             _calls.ACTIVE.view = None
             PATCH.remove()
             return
-        PATCH.apply(_calls.wrapper)
+        PATCH.apply({"call": _calls.wrapper, "built": _calls.built_wrapper})
         top = layers[0]
         _calls.ACTIVE.view = (
             None

@@ -16,7 +16,7 @@ import sys
 import threading
 import types
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import wrapt
@@ -24,9 +24,12 @@ import wrapt
 from kl_guard import _compat
 
 #: Each entry point: (module, attribute path).
+#: Each entry point: (module, attribute path, role). The "call" targets are
+#: checked; "built" records where each ``nn.KLDivLoss`` is constructed.
 TARGETS = (
-    ("torch.nn.functional", "kl_div"),
-    ("torch.nn.modules.loss", "KLDivLoss.forward"),
+    ("torch.nn.functional", "kl_div", "call"),
+    ("torch.nn.modules.loss", "KLDivLoss.forward", "call"),
+    ("torch.nn.modules.loss", "KLDivLoss.__init__", "built"),
 )
 
 #: The module whose frames call torch's ``F.kl_div`` for a patched call.
@@ -104,14 +107,14 @@ class Patch:
     def on(self) -> bool:
         return bool(self._applied)
 
-    def apply(self, wrapper: Callable[..., Any]) -> None:
-        """Wrap every target with ``wrapper`` (lock held; a no-op when on)."""
+    def apply(self, wrappers: Mapping[str, Callable[..., Any]]) -> None:
+        """Wrap every target with the wrapper of its role (lock held; a no-op when on)."""
         if self._applied:
             return
-        for module, name in TARGETS:
+        for module, name, role in TARGETS:
             owner, attribute, original = wrapt.resolve_path(module, name)
             applied = _Applied(owner, attribute, original, None)
-            applied.wrapper = wrap(owner, original, wrapper, applied.switch)
+            applied.wrapper = wrap(owner, original, wrappers[role], applied.switch)
             wrapt.apply_patch(owner, attribute, applied.wrapper)
             self._applied.append(applied)
             if inspect.ismodule(owner):

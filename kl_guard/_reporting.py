@@ -44,6 +44,12 @@ def attribute(diagnoses: Sequence[Diagnosis], site: CallSite | None) -> list[Fin
     if not diagnoses:
         return []
     location = site.location if site is not None else "<unknown>"
+    if site is not None and site.built is not None:
+        built = f"the module was built at {site.built.location}: its reduction is set there"
+        diagnoses = [
+            dataclasses.replace(d, evidence=(*d.evidence, built)) if d.code == "KLG001" else d
+            for d in diagnoses
+        ]
     rank = _rank()
     return [
         Finding(

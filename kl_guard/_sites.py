@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import weakref
 from types import CodeType, FrameType
 from typing import Any
 
@@ -120,6 +121,8 @@ class CallSite:
     filename: str
     lineno: int
     module_globals: dict[str, Any] = dataclasses.field(compare=False, repr=False)
+    #: for a module's call: where that ``nn.KLDivLoss`` was built, when known
+    built: CallSite | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @functools.cached_property
     def location(self) -> str:
@@ -136,7 +139,21 @@ class CallSite:
         return f"{filename}:{self.lineno}"
 
 
-def site_of(frame: FrameType | None) -> CallSite | None:
+def site_of(frame: FrameType | None, module: object = None) -> CallSite | None:
+    """The call site of ``frame``, with where ``module`` was built when it is known."""
     if frame is None:
         return None
-    return CallSite(frame.f_code.co_filename, frame.f_lineno, frame.f_globals)
+    built = _built.get(module) if module is not None else None
+    return CallSite(frame.f_code.co_filename, frame.f_lineno, frame.f_globals, built)
+
+
+# Where each nn.KLDivLoss was built while kl_guard was active: a KLG001 on its
+# call is fixed where it was built, which may be far from where it is called.
+_built: weakref.WeakKeyDictionary[object, CallSite] = weakref.WeakKeyDictionary()
+
+
+def record_built(module: object, frame: FrameType | None) -> None:
+    """Remember that ``module`` was built at ``frame``'s line."""
+    site = site_of(frame)
+    if site is not None:
+        _built[module] = site

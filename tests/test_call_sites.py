@@ -186,3 +186,24 @@ def test_check_every() -> None:
     for _ in range(100):
         F.kl_div(*good())
     assert kl_guard.findings()[0].count == 10
+
+
+def test_a_modules_klg001_names_where_it_was_built() -> None:
+    kl_guard.install(mode="log")
+    criterion = nn.KLDivLoss()  # built here
+    criterion(*good())  # called here
+    [finding] = kl_guard.findings()
+    built, called = marked_line(__file__, "built here"), marked_line(__file__, "called here")
+    assert finding.location == f"tests/test_call_sites.py:{called}"
+    assert (
+        f"  the module was built at tests/test_call_sites.py:{built}: its reduction is set there"
+        in finding.message.splitlines()
+    )
+
+
+def test_a_module_built_before_install_is_reported_without_it() -> None:
+    criterion = nn.KLDivLoss()
+    kl_guard.install(mode="log")
+    criterion(*good())
+    [finding] = kl_guard.findings()
+    assert "was built at" not in finding.message
