@@ -5,8 +5,10 @@ called it last, in a stretch its schedule does not check, is recognized
 by identity (:class:`Latest`) and costs a few attribute
 reads. The rest find their call site, ask its schedule, and, when due,
 are checked (``_check``), then reported (``_reporting``) or deferred
-(``_deferred``). Every step of kl_guard's own runs through
-``_reporting.safely``: an internal error never reaches the user's call.
+(``_deferred``). A call in a compiled graph comes here once the graph has
+computed its loss (``traced_call_ran``, from ``_recorder``). Every step of
+kl_guard's own runs through ``_reporting.safely``: an internal error never
+reaches the user's call.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import threading
 from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any, NamedTuple
+
+import torch
 
 from kl_guard import _check, _compat, _compiled, _deferred, _reporting, _sites
 from kl_guard._call import Call
@@ -56,11 +60,13 @@ NO_LATEST = Latest(None, -1, 1, False, Site(1))
 class Schedule:
     """The call-site schedules of one layer, and the site it saw last."""
 
-    __slots__ = ("policy", "latest")
+    __slots__ = ("policy", "latest", "traced")
 
     def __init__(self) -> None:
         self.policy = SitePolicy()
         self.latest: Latest = NO_LATEST
+        #: The schedules of calls in compiled graphs, by ``_compiled`` token.
+        self.traced: dict[int, Site] = {}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,8 +88,9 @@ ACTIVE = _Active()
 
 
 class _Thread(threading.local):
-    #: torch is running a KLDivLoss's forward on this thread: the F.kl_div
-    #: inside it is the module's call, counted and checked there.
+    #: torch is running a KLDivLoss's forward (or a compiled graph's kl_div,
+    #: see torch_kl_div) on this thread: the F.kl_div inside it is that call,
+    #: counted and checked there.
     in_module_call = False
 
 
@@ -217,6 +224,52 @@ def _checked_call(
     return result
 
 
+def torch_kl_div(*args: Any, **kwargs: Any) -> Any:
+    """torch's ``F.kl_div``, one opaque node of a compiled graph (see ``_recorder``).
+
+    Called from this module, so that ``_patch``'s filter replaces torch's
+    'mean' warning while torch traces the call, as for an eager one; with the
+    thread marked, so that the patched F.kl_div that torch's tracing modes
+    call again is this call's, not one of its own.
+    """
+    PATCH.filter_mean_warning()
+    return _module_call(PATCH.original("kl_div") or torch.nn.functional.kl_div, args, kwargs)
+
+
+def traced_call_ran(
+    token: int, input: torch.Tensor, target: torch.Tensor, loss: torch.Tensor, view: View
+) -> None:
+    """A compiled graph's call, its loss computed: checked when its site's schedule
+    says so, and reported as an eager call is (see ``_recorder``)."""
+    __tracebackhide__ = True  # see _reporting.emit
+    traced = _reporting.safely(_traced_due, token, view)
+    if traced is None or _reporting.safely(_prepare) is None:
+        return
+    outcome = _reporting.safely(_traced_findings, traced, input, target, loss, view)
+    if outcome is not None and outcome[0]:
+        _reporting.report(outcome[0], view.config, view.records, outcome[1])
+
+
+def _traced_due(token: int, view: View) -> _compiled.TracedSite | None:
+    site = view.schedule.traced.get(token)
+    if site is None:
+        site = view.schedule.traced.setdefault(token, Site(view.config.warmup))
+    return _compiled.TRACED.sites[token] if site.due(view.config) else None
+
+
+def _traced_findings(
+    traced: _compiled.TracedSite,
+    input: torch.Tensor,
+    target: torch.Tensor,
+    loss: torch.Tensor,
+    view: View,
+) -> tuple[list[Finding], CallSite | None]:
+    call = _compiled.traced_call(traced, input, target)
+    if call is None:
+        return [], None
+    return _findings_at(call, input, target, loss, view, traced.site)
+
+
 def _prepare() -> bool:
     if _deferred.pending():
         _deferred.drain(block=False)
@@ -231,27 +284,35 @@ def _findings_of(
     call, bound = _call_of(args, kwargs, instance)
     if call is None:
         return [], None
+    return _findings_at(call, bound["input"], bound["target"], result, view, frame)
+
+
+def _findings_at(
+    call: Call,
+    input: Any,
+    target: Any,
+    result: Any,
+    view: View,
+    where: FrameType | CallSite | None,
+) -> tuple[list[Finding], CallSite | None]:
     config = view.config
-    if _deferred.defers(bound["input"], config):
+    if _deferred.defers(input, config):
         # the site, not the frame: the caller's frame holds its tensors
-        site = _sites.site_of(frame)
+        site = _site(where)
         measurement = _check.measure(
-            call,
-            bound["input"],
-            bound["target"],
-            result,
-            sample_rows=config.sample_rows,
-            dims=_check.all_dims(call),
+            call, input, target, result, sample_rows=config.sample_rows, dims=_check.all_dims(call)
         )
         _deferred.defer(measurement, config, view.records, site)
         return [], site
-    diagnoses = _check.examine(
-        call, bound["input"], bound["target"], result, sample_rows=config.sample_rows
-    )
+    diagnoses = _check.examine(call, input, target, result, sample_rows=config.sample_rows)
     if not diagnoses:
         return [], None  # a correct call: no site to look up (its line number is a decode)
-    site = _sites.site_of(frame)
+    site = _site(where)
     return _reporting.attribute(diagnoses, site), site
+
+
+def _site(where: FrameType | CallSite | None) -> CallSite | None:
+    return where if isinstance(where, CallSite) else _sites.site_of(where)
 
 
 def _traced_call(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs, view: View) -> Any:
@@ -284,7 +345,8 @@ def bind_arguments(args: Args, kwargs: Kwargs, instance: Any) -> dict[str, Any]:
     """The call's arguments by name, a module's reduction and log_target included."""
     if instance is None:
         bound = dict(_FUNCTIONAL_DEFAULTS)
-        bound.update(zip(_FUNCTIONAL_PARAMS, args, strict=False))
+        # by index, not zip(): dynamo traces this (``_recorder``); older ones fail on zip(strict=)
+        bound.update({_FUNCTIONAL_PARAMS[i]: arg for i, arg in enumerate(args)})
     else:
         bound = {
             "reduction": getattr(instance, "reduction", "mean"),

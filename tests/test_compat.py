@@ -9,6 +9,7 @@ from __future__ import annotations
 import warnings
 
 import pytest
+import torch
 import torch.nn.functional as F
 
 import kl_guard
@@ -16,7 +17,9 @@ from kl_guard import _compat
 
 
 def test_every_primary_path_is_in_use() -> None:
-    kl_guard.install()  # some are decided when the patch is made
+    kl_guard.install()  # some are decided when the patch is made, some when torch compiles
+    log_p, q = F.log_softmax(torch.zeros(2, 3), 1), F.softmax(torch.zeros(2, 3), 1)
+    torch.compile(F.kl_div, backend="eager", fullgraph=True)(log_p, q, reduction="sum")
     assert {name: used for name, used in _compat.PRIMARY.items() if not used} == {}
     assert set(_compat.PRIMARY) == {
         "is_dynamo_compiling",
@@ -25,6 +28,10 @@ def test_every_primary_path_is_in_use() -> None:
         "functorch_wrapped",
         "filters_mutated",
         "wrapt_builtin_binding",
+        "dynamo_inline",
+        "traced_stack",
+        "is_exporting",
+        "side_effect_op",
     }
 
 

@@ -25,6 +25,7 @@ STAGES: list[set[str]] = [
     {"_reporting"},
     {"_manual", "_deferred", "_compiled"},
     {"_calls"},
+    {"_recorder"},
     {"_lifecycle"},
     {"__init__"},
     {"_runner", "_demo", "_pytest_plugin", "_lint"},

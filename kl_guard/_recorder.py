@@ -1,0 +1,81 @@
+"""The recorder: a kl_div call in a compiled graph, checked after the graph computes its loss.
+
+dynamo traces :func:`traced` in place of the patched ``F.kl_div``
+(``_compat.trace_instead``): torch's kl_div as one node, then the operator
+``kl_guard::record``, which no pass removes, reorders before the loss or fuses.
+It takes a constant token naming the kl_div line (``_compiled.site_token``,
+while dynamo traces) and the call's tensors, which the graph has computed
+anyway. At run time it is eager Python on the real tensors: the site's
+schedule decides, and a due call is checked and reported as an eager one is
+(``_calls.traced_call_ran``); raise mode's ``KLGuardError`` leaves the
+compiled call itself. Nothing of dynamo's is touched until a program compiles.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from kl_guard import _calls, _compat, _compiled, _patch
+
+_lock = threading.Lock()
+_registered: list[bool] = []
+
+
+def register() -> None:
+    """Have torch.compile trace :func:`traced` for ``F.kl_div`` (once; needs
+    ``torch.library.custom_op``, else the wrapper stays one opaque call)."""
+    if hasattr(torch.library, "custom_op"):
+        _compat.trace_instead(_patch.FunctionalWrapper, _prepared)
+
+
+def _prepared() -> Callable[..., Any]:
+    """:func:`traced`, with what it calls registered with torch first (while dynamo traces)."""
+    with _lock:
+        if not _registered:
+            _define()
+            _registered.append(True)
+    return traced
+
+
+def _define() -> None:
+    @torch.library.custom_op("kl_guard::record", mutates_args=())
+    def record(token: int, input: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
+        view = _calls.ACTIVE.view
+        if view is not None:  # kl_guard is off, or was uninstalled since the compilation
+            _calls.traced_call_ran(token, input, target, loss, view)
+
+    @record.register_fake
+    def _(token: int, input: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
+        return None
+
+    _compat.mark_side_effect(torch.ops.kl_guard.record.default)
+    torch.compiler.allow_in_graph(_calls.torch_kl_div)  # type: ignore[no-untyped-call]
+    torch.compiler.assume_constant_result(_compiled.site_token)  # type: ignore[no-untyped-call]
+
+
+def traced(*args: Any, **kwargs: Any) -> Any:
+    """What dynamo traces for a call of the patched ``F.kl_div``."""
+    loss = _calls.torch_kl_div(*args, **kwargs)
+    bound = _calls.bind_arguments(args, kwargs, None)
+    input, target = bound["input"], bound["target"]
+    if not (
+        isinstance(input, torch.Tensor)
+        and isinstance(target, torch.Tensor)
+        and isinstance(loss, torch.Tensor)
+    ):
+        return loss
+    token = _compiled.site_token(
+        bound["reduction"],
+        bound["log_target"],
+        bound["size_average"],
+        bound["reduce"],
+        (input.requires_grad, target.requires_grad),
+        torch.is_grad_enabled(),
+    )
+    if token >= 0:
+        torch.ops.kl_guard.record(token, input.detach(), target.detach(), loss.detach())
+    return loss
