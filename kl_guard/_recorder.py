@@ -8,7 +8,7 @@ while dynamo traces) and the call's tensors, which the graph has computed
 anyway. At run time it is eager Python on the real tensors: the site's
 schedule decides, and a due call is checked and reported as an eager one is
 (``_calls.traced_call_ran``); raise mode's ``KLGuardError`` leaves the
-compiled call itself. Nothing of dynamo's is touched until a program compiles.
+compiled call itself. Nothing of dynamo's is imported until a program compiles.
 """
 
 from __future__ import annotations
@@ -19,42 +19,57 @@ from typing import Any
 
 import torch
 
-from kl_guard import _calls, _compat, _compiled, _patch
+from kl_guard import _calls, _compat, _compiled, _patch, _reporting
 
 _lock = threading.Lock()
-_registered: list[bool] = []
+_defined: list[bool] = []
+_prepared_for_dynamo: list[bool] = []
+_libraries: list[torch.library.Library] = []
 
 
 def register() -> None:
-    """Have torch.compile trace :func:`traced` for ``F.kl_div`` (once; needs
-    ``torch.library.custom_op``, else the wrapper stays one opaque call)."""
-    if hasattr(torch.library, "custom_op"):
-        _compat.trace_instead(_patch.FunctionalWrapper, _prepared)
+    """Have torch.compile trace :func:`traced` for ``F.kl_div``, once. Where the
+    operator cannot be defined (no ``torch.library.register_fake`` before torch
+    2.4), the wrapper stays one opaque call in the graph, diagnosed from its arguments."""
+    with _lock:
+        if not _defined and hasattr(torch.library, "register_fake") and _reporting.safely(_define):
+            _defined.append(True)
+            _compat.trace_instead(_patch.FunctionalWrapper, _prepared)
+
+
+def _define() -> bool:
+    # torch.library.Library, not custom_op: custom_op's Python autograd layer
+    # would cost each compiled call as much as the rest of the recorder.
+    library = torch.library.Library("kl_guard", "FRAGMENT")  # type: ignore[no-untyped-call]
+    library.define("record(int token, Tensor input, Tensor target, Tensor loss) -> ()")  # type: ignore[no-untyped-call]
+    library.impl("record", _record, "CompositeExplicitAutograd")  # type: ignore[no-untyped-call]
+    torch.library.register_fake("kl_guard::record", _no_record, lib=library)
+    _compat.mark_side_effect(torch.ops.kl_guard.record.default)
+    _libraries.append(library)  # the operator lives as long as its library object
+    return True
+
+
+def _record(token: int, input: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
+    view = _calls.ACTIVE.view
+    if view is not None:  # kl_guard is off, or was uninstalled since the compilation
+        _calls.traced_call_ran(token, input, target, loss, view)
+
+
+def _no_record(token: int, input: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
+    return None
 
 
 def _prepared() -> Callable[..., Any]:
-    """:func:`traced`, with what it calls registered with torch first (while dynamo traces)."""
+    """:func:`traced`, once what it calls is registered with dynamo (which asks
+    for it when it traces, and when it checks a compiled graph's guards)."""
+    if _prepared_for_dynamo:
+        return traced
     with _lock:
-        if not _registered:
-            _define()
-            _registered.append(True)
+        if not _prepared_for_dynamo:
+            torch.compiler.allow_in_graph(_calls.torch_kl_div)  # type: ignore[no-untyped-call]
+            torch.compiler.assume_constant_result(_compiled.site_token)  # type: ignore[no-untyped-call]
+            _prepared_for_dynamo.append(True)
     return traced
-
-
-def _define() -> None:
-    @torch.library.custom_op("kl_guard::record", mutates_args=())
-    def record(token: int, input: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
-        view = _calls.ACTIVE.view
-        if view is not None:  # kl_guard is off, or was uninstalled since the compilation
-            _calls.traced_call_ran(token, input, target, loss, view)
-
-    @record.register_fake
-    def _(token: int, input: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
-        return None
-
-    _compat.mark_side_effect(torch.ops.kl_guard.record.default)
-    torch.compiler.allow_in_graph(_calls.torch_kl_div)  # type: ignore[no-untyped-call]
-    torch.compiler.assume_constant_result(_compiled.site_token)  # type: ignore[no-untyped-call]
 
 
 def traced(*args: Any, **kwargs: Any) -> Any:

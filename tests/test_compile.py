@@ -12,7 +12,7 @@ from torch import nn
 
 import kl_guard
 from helpers import latest_site, logits, marked_line
-from kl_guard import _calls, _compat
+from kl_guard import _calls, _compat, _deferred
 
 LOSS = nn.KLDivLoss(reduction="batchmean")
 BACKENDS = ["eager", "aot_eager", pytest.param("inductor", marks=pytest.mark.slow)]
@@ -97,6 +97,24 @@ def test_correct_compiled_steps_stay_silent(backend: str) -> None:
         loss = compiled(logits(8, 6, seed=seed), logits(8, 6, seed=seed + 1))
         loss.backward()  # type: ignore[no-untyped-call]
     assert kl_guard.findings() == []
+
+
+def test_a_deferred_check_warns_at_the_kl_div_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA path in warn mode, on CPU tensors: each call's numbers are read
+    once they have landed (at the next checked call, or flush), and the
+    warning names the kl_div line."""
+    monkeypatch.setattr(_deferred.SWITCHES, "on_cpu", True)
+    step = torch.compile(planted, backend="aot_eager", fullgraph=True)
+    kl_guard.install(mode="warn", check_every=1)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        step(logits(8, 6), logits(8, 6, seed=1))
+        assert _deferred.pending() == 1  # the step's last call
+        kl_guard.flush()
+    assert {w.lineno for w in record} == {
+        _line(f"{code} planted") for code in ("KLG002", "KLG003", "KLG004")
+    }
+    assert {w.filename for w in record} == {__file__}
 
 
 class Distillation(nn.Module):
