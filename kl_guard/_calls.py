@@ -5,8 +5,10 @@ called it last, in a stretch its schedule does not check, is recognized
 by identity (:class:`Latest`) and costs a few attribute
 reads. The rest find their call site, ask its schedule, and, when due,
 are checked (``_check``), then reported (``_reporting``) or deferred
-(``_deferred``). Every step of kl_guard's own runs through
-``_reporting.safely``: an internal error never reaches the user's call.
+(``_deferred``). A call in a compiled graph comes here once the graph has
+computed its loss (``traced_call_ran``, from ``_recorder``). Every step of
+kl_guard's own runs through ``_reporting.safely``: an internal error never
+reaches the user's call.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any, NamedTuple
 
 import torch
 
-from kl_guard import _check, _compat, _compiled, _deferred, _patch, _reporting, _sites
+from kl_guard import _arguments, _check, _compat, _compiled, _deferred, _patch, _reporting, _sites
 from kl_guard._call import Call
 from kl_guard._config import Config
 from kl_guard._findings import Counts, Finding
@@ -58,16 +60,22 @@ NO_LATEST = Latest(None, -1, 1, False, Site(1))
 class Schedule:
     """The call-site schedules of one layer, the site it saw last, and its traced calls."""
 
-    __slots__ = ("policy", "latest", "traced")
+    __slots__ = ("policy", "latest", "traced", "compiled")
 
     def __init__(self) -> None:
         self.policy = SitePolicy()
         self.latest: Latest = NO_LATEST
         self.traced = 0  # calls run by a tracing pass (see _traced_call)
+        #: The schedules of calls in compiled graphs, by ``_compiled`` token.
+        self.compiled: dict[int, Site] = {}
 
     def counts(self) -> Counts:
-        """The calls this schedule saw; the eager ones counted by their sites."""
+        """The calls this schedule saw; the eager ones counted by their sites, the
+        compiled ones by their tokens' sites."""
         seen, checked = self.policy.counts()
+        compiled = list(self.compiled.values())
+        seen += sum(site.seen for site in compiled)
+        checked += sum(site.checks for site in compiled)
         return Counts(seen + self.traced, checked, self.traced)
 
 
@@ -90,8 +98,9 @@ ACTIVE = _Active()
 
 
 class _Thread(threading.local):
-    #: torch is running a KLDivLoss's forward on this thread: the F.kl_div
-    #: inside it is the module's call, counted and checked there.
+    #: torch is running a KLDivLoss's forward (or a compiled graph's kl_div,
+    #: see torch_kl_div) on this thread: the F.kl_div inside it is that call,
+    #: counted and checked there.
     in_module_call = False
 
 
@@ -246,6 +255,52 @@ def _checked_call(
     return result
 
 
+def torch_kl_div(*args: Any, **kwargs: Any) -> Any:
+    """torch's ``F.kl_div``, one opaque node of a compiled graph (see ``_recorder``).
+
+    Called from this module, so that ``_patch``'s filter replaces torch's
+    'mean' warning while torch traces the call, as for an eager one; with the
+    thread marked, so that the patched F.kl_div that torch's tracing modes
+    call again is this call's, not one of its own.
+    """
+    PATCH.filter_mean_warning()
+    return _module_call(PATCH.original("kl_div") or torch.nn.functional.kl_div, args, kwargs)
+
+
+def traced_call_ran(
+    token: int, input: torch.Tensor, target: torch.Tensor, loss: torch.Tensor, view: View
+) -> None:
+    """A compiled graph's call, its loss computed: checked when its site's schedule
+    says so, and reported as an eager call is (see ``_recorder``)."""
+    __tracebackhide__ = True  # see _reporting.emit
+    traced = _reporting.safely(_traced_due, token, view)
+    if traced is None or _reporting.safely(_prepare) is None:
+        return
+    outcome = _reporting.safely(_traced_findings, traced, input, target, loss, view)
+    if outcome is not None and outcome[0]:
+        _reporting.report(outcome[0], view.config, view.records, outcome[1])
+
+
+def _traced_due(token: int, view: View) -> _compiled.TracedSite | None:
+    site = view.schedule.compiled.get(token)
+    if site is None:
+        site = view.schedule.compiled.setdefault(token, Site(view.config.warmup))
+    return _compiled.TRACED.sites[token] if site.due(view.config) else None
+
+
+def _traced_findings(
+    traced: _compiled.TracedSite,
+    input: torch.Tensor,
+    target: torch.Tensor,
+    loss: torch.Tensor,
+    view: View,
+) -> tuple[list[Finding], CallSite | None]:
+    call = _compiled.traced_call(traced, input, target)
+    if call is None:
+        return [], None
+    return _findings_at(call, input, target, loss, view, traced.site, None)
+
+
 def _prepare() -> bool:
     if _deferred.pending():
         _deferred.drain(block=False)
@@ -257,30 +312,39 @@ def _findings_of(
     args: Args, kwargs: Kwargs, instance: Any, view: View, result: Any, frame: FrameType | None
 ) -> tuple[list[Finding], CallSite | None]:
     """The findings of a checked call, now, or none yet when its check is deferred."""
-    call, bound = _call_of(args, kwargs, instance)
+    call, bound = _arguments.call_of(args, kwargs, instance)
     if call is None:
         return [], None
+    return _findings_at(call, bound["input"], bound["target"], result, view, frame, instance)
+
+
+def _findings_at(
+    call: Call,
+    input: Any,
+    target: Any,
+    result: Any,
+    view: View,
+    where: FrameType | CallSite | None,
+    module: object,
+) -> tuple[list[Finding], CallSite | None]:
     config = view.config
-    if _deferred.defers(bound["input"], config):
+    if _deferred.defers(input, config):
         # the site, not the frame: the caller's frame holds its tensors
-        site = _sites.site_of(frame, instance)
+        site = _site(where, module)
         measurement = _check.measure(
-            call,
-            bound["input"],
-            bound["target"],
-            result,
-            sample_rows=config.sample_rows,
-            dims=_check.all_dims(call),
+            call, input, target, result, sample_rows=config.sample_rows, dims=_check.all_dims(call)
         )
         _deferred.defer(measurement, config, view.records, site)
         return [], site
-    diagnoses = _check.examine(
-        call, bound["input"], bound["target"], result, sample_rows=config.sample_rows
-    )
+    diagnoses = _check.examine(call, input, target, result, sample_rows=config.sample_rows)
     if not diagnoses:
         return [], None  # a correct call: no site to look up (its line number is a decode)
-    site = _sites.site_of(frame, instance)
+    site = _site(where, module)
     return _reporting.attribute(diagnoses, site), site
+
+
+def _site(where: FrameType | CallSite | None, module: object) -> CallSite | None:
+    return where if isinstance(where, CallSite) else _sites.site_of(where, module)
 
 
 def _traced_call(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs, view: View) -> Any:
@@ -296,44 +360,6 @@ def _traced_call(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs, vi
 
 def _trace(args: Args, kwargs: Kwargs, instance: Any) -> tuple[list[Finding], CallSite | None]:
     PATCH.filter_mean_warning()
-    call, _ = _call_of(args, kwargs, instance)
+    call, _ = _arguments.call_of(args, kwargs, instance)
     site = _sites.site_of(_sites.user_frame(1))
     return _compiled.trace_findings(call, site), site
-
-
-_FUNCTIONAL_PARAMS = ("input", "target", "size_average", "reduce", "reduction", "log_target")
-_FUNCTIONAL_DEFAULTS: dict[str, Any] = {
-    "size_average": None,
-    "reduce": None,
-    "reduction": "mean",
-    "log_target": False,
-}
-
-
-def bind_arguments(args: Args, kwargs: Kwargs, instance: Any) -> dict[str, Any]:
-    """The call's arguments by name, a module's reduction and log_target included."""
-    if instance is None:
-        bound = dict(_FUNCTIONAL_DEFAULTS)
-        bound.update(zip(_FUNCTIONAL_PARAMS, args, strict=False))
-    else:
-        bound = {
-            "reduction": getattr(instance, "reduction", "mean"),
-            "log_target": getattr(instance, "log_target", False),
-        }
-        bound.update(zip(_FUNCTIONAL_PARAMS[:2], args, strict=False))
-    bound.update(kwargs)
-    return bound
-
-
-def _call_of(args: Args, kwargs: Kwargs, instance: Any) -> tuple[Call | None, dict[str, Any]]:
-    bound = bind_arguments(args, kwargs, instance)
-    call = _check.describe(
-        bound.get("input"),
-        bound.get("target"),
-        api="function" if instance is None else "module",
-        size_average=bound.get("size_average"),
-        reduce=bound.get("reduce"),
-        reduction=bound.get("reduction", "mean"),
-        log_target=bound.get("log_target", False),
-    )
-    return call, bound

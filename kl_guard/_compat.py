@@ -195,3 +195,62 @@ def bound_owner(bound: Any) -> Any:
     """What a wrapt bound wrapper is bound to: the instance, else the class."""
     instance = getattr(bound, "_self_instance", None)
     return instance if instance is not None else bound._self_owner
+
+
+# -- torch.compile: a check inside the compiled graph -------------------------
+#: dynamo traces the function an object names in this attribute (as it does
+#: for ``torch.jit.script``'s) in place of calling the object as one opaque
+#: function. Where dynamo stops honouring it, the wrapper is an opaque call
+#: in the graph again, diagnosed by its arguments while torch traces.
+_DYNAMO_INLINE = "_torchdynamo_inline"
+
+
+def trace_instead(cls: type[Any], traced: Callable[[], Callable[..., Any]]) -> None:
+    """Have dynamo trace ``traced()`` where a program calls an instance of ``cls``.
+
+    ``traced`` is called when dynamo first meets such a call, not before:
+    nothing of dynamo's is imported until a program compiles.
+    """
+
+    def inline(self: Any) -> Callable[..., Any]:
+        PRIMARY["dynamo_inline"] = True  # dynamo asked: the hook is honoured
+        return traced()
+
+    setattr(cls, _DYNAMO_INLINE, property(inline))
+
+
+def traced_stack() -> list[tuple[str, int, str]]:
+    """The user's stack where dynamo traces now, outermost first: (file, line, function).
+
+    dynamo keeps it for each node it records. The fallback, an empty stack,
+    leaves the compiled function's caller as the call site.
+    """
+    tracing_context = getattr(torch._guards, "TracingContext", None)
+    extract = getattr(tracing_context, "extract_stack", None)
+    if not _primary("traced_stack", extract is not None):
+        return []
+    assert extract is not None
+    return [(f.filename, f.lineno or 0, f.name) for f in extract()]
+
+
+def is_exporting() -> bool:
+    """Whether torch.export traces now (the fallback, where torch cannot say: no)."""
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    return _primary("is_exporting", exporting is not None) and bool(exporting())  # type: ignore[misc]
+
+
+def mark_side_effect(op: Any) -> None:
+    """Keep ``op``, which returns nothing, in every graph: no pass may drop it as dead code.
+
+    torch.fx's mark, which inductor honours where it asks
+    ``torch._library.utils.is_impure``; before that, inductor kept only ops
+    with an effect token (the fallback), threaded through training graphs.
+    """
+    import torch._library.utils
+    import torch.fx.node
+
+    torch.fx.node.has_side_effect(op)
+    if not _primary("side_effect_op", hasattr(torch._library.utils, "is_impure")):
+        from torch._higher_order_ops import effects
+
+        effects._register_effectful_op(op, effects._EffectType.ORDERED)

@@ -1,20 +1,24 @@
-"""torch.compile and torch.export: what kl_guard reports of a call while it is traced.
+"""torch.compile and torch.export: what kl_guard knows of a call while it is traced.
 
-The compiled code never calls back into kl_guard, so a call can only be
-diagnosed from its arguments, while a later tracing pass (AOTAutograd,
-inductor, export) runs it as Python on fake tensors. Those findings are
-reported once per compilation, however many passes run the call.
+Where dynamo traces the call, the graph checks it at run time (``_recorder``):
+here is the site each such call gets while dynamo traces it, a constant token
+naming its kl_div line and arguments. Where only a later pass (export,
+AOTAutograd on its own) runs the call, as Python on fake tensors, it is
+diagnosed from its arguments, once per compilation however many passes run it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 import weakref
 from collections.abc import Callable
 
-from kl_guard import _compat, _reporting
-from kl_guard._call import Call
+import torch
+
+from kl_guard import _check, _compat, _reporting, _sites
+from kl_guard._call import Api, Call
 from kl_guard._config import Config, Mode
 from kl_guard._diagnosis import argument_findings
 from kl_guard._findings import Finding
@@ -71,3 +75,96 @@ def trace_config(config: Config) -> Config:
     if config.mode is Mode.RAISE:
         return dataclasses.replace(config, mode=Mode.WARN)
     return config
+
+
+@dataclasses.dataclass(frozen=True)
+class TracedSite:
+    """A kl_div call in a compiled graph, as dynamo saw it: where, and its
+    arguments other than the tensors. The tensors' ``requires_grad`` and the
+    grad mode are the program's: the graph runs its forward without grad."""
+
+    site: _sites.CallSite | None
+    api: Api
+    arguments: tuple[tuple[str, object], ...]
+    requires_grad: tuple[bool, bool]  # input's, target's
+    grad_enabled: bool
+
+
+class _TracedSites:
+    """Every call dynamo traced, by token: a recompiled graph gets the same tokens."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.sites: list[TracedSite] = []
+        self.tokens: dict[TracedSite, int] = {}
+
+    def token(self, traced: TracedSite) -> int:
+        with self.lock:
+            token = self.tokens.get(traced)
+            if token is None:
+                token = self.tokens[traced] = len(self.sites)
+                self.sites.append(traced)
+            return token
+
+
+TRACED = _TracedSites()
+
+# nn.KLDivLoss.forward, whose F.kl_div call is the module's
+_LOSS_MODULE_FILE = os.path.join("torch", "nn", "modules", "loss.py")
+
+
+def site_token(
+    reduction: object,
+    log_target: object,
+    size_average: object,
+    reduce: object,
+    requires_grad: tuple[bool, bool],
+    grad_enabled: bool,
+) -> int:
+    """The token of the call dynamo traces now; -1: not checked in the graph.
+
+    Real Python while dynamo traces (``torch.compiler.assume_constant_result``):
+    the token is a constant of the graph. Not under torch.export, whose graph
+    is a program of its own: there the call is diagnosed by its arguments.
+    """
+    if _compat.is_exporting():
+        return -1
+    located = _reporting.safely(_located)
+    if located is None:
+        return -1
+    arguments = (
+        ("reduction", reduction),
+        ("log_target", log_target),
+        ("size_average", size_average),
+        ("reduce", reduce),
+    )
+    return TRACED.token(TracedSite(*located, arguments, requires_grad, grad_enabled))
+
+
+def _located() -> tuple[_sites.CallSite | None, Api]:
+    """The user's line that calls kl_div where dynamo traces, and whether it
+    calls it through nn.KLDivLoss; else the compiled function's caller."""
+    stack = _compat.traced_stack()
+    for i in range(len(stack) - 1, -1, -1):
+        filename, lineno, _ = stack[i]
+        if _sites.file_kind(filename) in (_sites.USER, _sites.SYNTHETIC):
+            inner = stack[i + 1] if i + 1 < len(stack) else ("", 0, "")
+            module = inner[2] == "forward" and inner[0].endswith(_LOSS_MODULE_FILE)
+            return _sites.site_at(filename, lineno), "module" if module else "function"
+    return _sites.site_of(_sites.user_frame(1)), "function"
+
+
+def traced_call(traced: TracedSite, input: torch.Tensor, target: torch.Tensor) -> Call | None:
+    """The :class:`Call` of a traced call, from the tensors the graph computed."""
+    call = _check.describe(input, target, api=traced.api, **dict(traced.arguments))
+    if call is None or (
+        (call.input.requires_grad, call.target.requires_grad) == traced.requires_grad
+        and call.grad_enabled == traced.grad_enabled
+    ):
+        return call
+    return dataclasses.replace(
+        call,
+        input=dataclasses.replace(call.input, requires_grad=traced.requires_grad[0]),
+        target=dataclasses.replace(call.target, requires_grad=traced.requires_grad[1]),
+        grad_enabled=traced.grad_enabled,
+    )

@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from kl_guard import _calls, _compat, _deferred, _reporting
+from kl_guard import _calls, _compat, _deferred, _recorder, _reporting
 from kl_guard._config import Config, Mode, Options, configure, default_config
 from kl_guard._findings import Counts, Finding
 from kl_guard._patch import PATCH
@@ -55,6 +55,7 @@ class _Layers:
             _calls.ACTIVE.view = None
             PATCH.remove()
             return
+        _recorder.register()
         PATCH.apply({"call": _calls.wrapper, "built": _calls.built_wrapper})
         top = layers[0]
         _calls.ACTIVE.view = (

@@ -76,6 +76,11 @@ class Wrapper(wrapt.FunctionWrapper[..., Any]):
         return self
 
 
+class FunctionalWrapper(Wrapper):
+    """The wrapper of a function of ``torch.nn.functional`` (``F.kl_div``): what
+    torch.compile traces in its place is set by ``_recorder``."""
+
+
 @dataclasses.dataclass
 class _Applied:
     owner: Any
@@ -92,7 +97,7 @@ def wrap(
 ) -> Any:
     """A :class:`Wrapper` of ``owner``'s ``original`` (as cheap to call as wrapt allows)."""
     if inspect.ismodule(owner) and inspect.isfunction(original):  # never bound as a method
-        return _compat.function_wrapper(Wrapper, original, wrapper, enabled)
+        return _compat.function_wrapper(FunctionalWrapper, original, wrapper, enabled)
     return Wrapper(original, wrapper, enabled=enabled)  # type: ignore[arg-type]
 
 
@@ -120,6 +125,10 @@ class Patch:
             if inspect.ismodule(owner):
                 rebind(original, applied.wrapper)
         self.filter_mean_warning()
+
+    def original(self, attribute: str) -> Callable[..., Any] | None:
+        """What the patch wraps at ``attribute`` of its owner (None when off)."""
+        return next((a.original for a in self._applied if a.attribute == attribute), None)
 
     def remove(self) -> None:
         """Put the originals back where our wrapper is still the attribute (lock held).

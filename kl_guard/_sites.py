@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import sys
 import weakref
 from types import CodeType, FrameType
 from typing import Any
@@ -157,3 +158,17 @@ def record_built(module: object, frame: FrameType | None) -> None:
     site = site_of(frame)
     if site is not None:
         _built[module] = site
+
+
+def site_at(filename: str, lineno: int) -> CallSite:
+    """The site at a line known without its frame (one torch's compiler traced).
+
+    The globals are those of the loaded module with that file, as a frame's
+    would be; none for a file no module was loaded from (a notebook cell).
+    """
+    path = os.path.abspath(filename)
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if isinstance(file, str) and os.path.abspath(file) == path:
+            return CallSite(filename, lineno, vars(module))
+    return CallSite(filename, lineno, {})

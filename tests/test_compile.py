@@ -1,4 +1,4 @@
-"""torch.compile under the guard: no added graph breaks, and findings still reported."""
+"""torch.compile under the guard: checked in the graph, at the kl_div line, no graph break."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from torch import nn
 
 import kl_guard
 from helpers import latest_site, logits, marked_line
-from kl_guard import _calls, _compat
+from kl_guard import _calls, _compat, _deferred
 
 LOSS = nn.KLDivLoss(reduction="batchmean")
+BACKENDS = ["eager", "aot_eager", pytest.param("inductor", marks=pytest.mark.slow)]
 
 
 def functional(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -27,7 +28,16 @@ def module(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
 
 
 def mean_reduction(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    return F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1))
+    return F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1))  # mean reduction
+
+
+def planted(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """A distillation step's losses, three of them wrong, one right."""
+    log_p, log_q, q = F.log_softmax(s, 1), F.log_softmax(t, 1), F.softmax(t, 1)
+    loss = F.kl_div(log_p, log_q, reduction="batchmean")  # KLG002 planted
+    loss = loss + F.kl_div(s, q, reduction="batchmean")  # KLG003 planted
+    loss = loss + F.kl_div(F.softmax(s * 100, 1).log(), q, reduction="sum")  # KLG004 planted
+    return loss + F.kl_div(log_p, q, reduction="batchmean")  # correct
 
 
 @pytest.fixture(autouse=True)
@@ -35,10 +45,126 @@ def _fresh_dynamo() -> None:
     torch._dynamo.reset()
 
 
+def _lines(findings: list[kl_guard.Finding]) -> set[tuple[str, int]]:
+    return {(f.code, int(f.location.rsplit(":", 1)[1])) for f in findings}
+
+
+def _line(marker: str) -> int:
+    return marked_line(__file__, marker)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_compiled_train_step_is_checked_at_each_kl_div_line(backend: str) -> None:
+    s = logits(8, 6, seed=2).requires_grad_()
+    t = logits(8, 6, seed=3)
+    with kl_guard.guard(mode="log", check_every=1) as block:
+        planted(s, t).backward()  # type: ignore[no-untyped-call]
+    eager = _lines(block.findings)
+    assert {code for code, _ in eager} >= {"KLG002", "KLG003", "KLG004"}
+    assert {line for _, line in eager} == {
+        _line(f"{code} planted") for code in ("KLG002", "KLG003", "KLG004")
+    }
+    step = torch.compile(planted, backend=backend, fullgraph=True)
+    with kl_guard.guard(mode="log", check_every=1) as block:
+        for _ in range(3):
+            step(s, t).backward()  # type: ignore[no-untyped-call]
+    assert _lines(block.findings) == eager  # what eager finds, at the same lines
+    assert {f.count for f in block.findings} == {3}
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_raise_mode_raises_from_the_compiled_call(backend: str) -> None:
+    step = torch.compile(planted, backend=backend, fullgraph=True)
+    kl_guard.install(mode="raise")
+    with pytest.raises(kl_guard.KLGuardError) as raised:
+        step(logits(8, 6), logits(8, 6, seed=1))
+    assert {(f.code, f.location) for f in raised.value.findings} == {
+        ("KLG002", f"tests/test_compile.py:{_line('KLG002 planted')}"),
+        ("KLG004", f"tests/test_compile.py:{_line('KLG002 planted')}"),  # the NaN it causes
+    }
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_correct_compiled_steps_stay_silent(backend: str) -> None:
+    model = nn.Linear(6, 6)
+
+    def step(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return functional(model(x), t) + module(model(x), t)
+
+    compiled = torch.compile(step, backend=backend, fullgraph=True)
+    kl_guard.install(mode="raise", check_every=1)
+    for seed in range(3):
+        loss = compiled(logits(8, 6, seed=seed), logits(8, 6, seed=seed + 1))
+        loss.backward()  # type: ignore[no-untyped-call]
+    assert kl_guard.findings() == []
+
+
+def test_a_deferred_check_warns_at_the_kl_div_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CUDA path in warn mode, on CPU tensors: each call's numbers are read
+    once they have landed (at the next checked call, or flush), and the
+    warning names the kl_div line."""
+    monkeypatch.setattr(_deferred.SWITCHES, "on_cpu", True)
+    step = torch.compile(planted, backend="aot_eager", fullgraph=True)
+    kl_guard.install(mode="warn", check_every=1)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        step(logits(8, 6), logits(8, 6, seed=1))
+        assert _deferred.pending() == 1  # the step's last call
+        kl_guard.flush()
+    assert {w.lineno for w in record} == {
+        _line(f"{code} planted") for code in ("KLG002", "KLG003", "KLG004")
+    }
+    assert {w.filename for w in record} == {__file__}
+
+
+class Distillation(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.student = nn.Linear(6, 6)
+        self.loss = nn.KLDivLoss(reduction="batchmean")
+
+    def forward(self, x: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+        log_p, log_q = F.log_softmax(self.student(x), 1), F.log_softmax(teacher, 1)
+        loss: torch.Tensor = self.loss(log_p, log_q)  # the module's loss
+        return loss
+
+
+def test_a_compiled_modules_forward_is_checked_at_its_loss_line() -> None:
+    model = torch.compile(Distillation(), backend="aot_eager", fullgraph=True)
+    kl_guard.install(mode="log", check_every=1)
+    model(logits(8, 6), logits(8, 6, seed=1)).backward()
+    [finding] = [f for f in kl_guard.findings() if f.code == "KLG002"]
+    assert finding.location == f"tests/test_compile.py:{_line('the module' + chr(39) + 's loss')}"
+    assert "nn.KLDivLoss(" in finding.message  # the module's fix, not F.kl_div's
+
+
+def test_the_eager_backend_checks_at_the_kl_div_line_on_schedule() -> None:
+    kl_guard.install(mode="log", check_every=2)
+    compiled = torch.compile(mean_reduction, backend="eager")
+    s, t = logits(4, 5), logits(4, 5, seed=1)
+    expected = torch.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), 1)
+    for _ in range(5):
+        assert torch.equal(compiled(s, t), expected)
+    # checked at runs 1, 3 and 5; nothing while dynamo traces
+    assert [(f.code, f.location, f.count) for f in kl_guard.findings()] == [
+        ("KLG001", f"tests/test_compile.py:{_line('mean reduction')}", 3)
+    ]
+
+
+def _compilations() -> dict[str, int]:
+    counters = torch._dynamo.utils.counters
+    return {
+        "graphs": counters["stats"]["unique_graphs"],
+        "breaks": sum(counters["graph_break"].values()),
+    }
+
+
 # torch's own 'mean' warning in the unguarded baseline
 @pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss")
 @pytest.mark.parametrize("fn", [functional, module, mean_reduction], ids=lambda f: f.__name__)
-def test_no_graph_break_is_added(fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> None:
+def test_no_graph_break_or_recompile_is_added(
+    fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+) -> None:
     args = (logits(4, 5), logits(4, 5, seed=1))
     plain = torch._dynamo.explain(fn)(*args)
     torch._dynamo.reset()
@@ -46,20 +172,30 @@ def test_no_graph_break_is_added(fn: Callable[[torch.Tensor, torch.Tensor], torc
     guarded = torch._dynamo.explain(fn)(*args)
     assert guarded.graph_break_count == plain.graph_break_count == 0
     assert guarded.graph_count == plain.graph_count == 1
+    torch._dynamo.reset()
+    torch._dynamo.utils.counters.clear()
+    compiled = torch.compile(fn, backend="eager")
+    for _ in range(4):
+        compiled(*args)
+    assert _compilations() == {"graphs": 1, "breaks": 0}  # no recompile
 
 
-def test_eager_backend_checks_at_run_time_at_the_callers_line() -> None:
-    kl_guard.install(mode="log", check_every=1)
-    compiled = torch.compile(mean_reduction, backend="eager")
+def test_installing_after_compiling_recompiles_once() -> None:
+    torch._dynamo.utils.counters.clear()
+    compiled = torch.compile(mean_reduction, backend="eager", fullgraph=True)
     s, t = logits(4, 5), logits(4, 5, seed=1)
-    expected = torch.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), 1)
-    for _ in range(3):
-        assert torch.equal(compiled(s, t), expected)  # calls the eager-compiled function
-    line = marked_line(__file__, "calls the eager-compiled function")
-    # once while dynamo traces (fake tensors), then at each of the 3 runs
-    assert [(f.code, f.location, f.count) for f in kl_guard.findings()] == [
-        ("KLG001", f"tests/test_compile.py:{line}", 4)
-    ]
+    with pytest.warns(UserWarning, match="'mean' divides the total loss"):  # torch's own
+        compiled(s, t)
+    kl_guard.install(mode="log", check_every=1)
+    compiled(s, t)
+    assert [f.code for f in kl_guard.findings()] == ["KLG001"]
+    kl_guard.install(mode="off")  # no view: the graph's recorder does nothing
+    compiled(s, t)
+    kl_guard.uninstall()
+    with pytest.warns(UserWarning, match="'mean' divides the total loss"):
+        compiled(s, t)
+    # compiled at the first call and at install; uninstalled, the first graph serves again
+    assert _compilations() == {"graphs": 2, "breaks": 0}
 
 
 FLAGS = ["torch's", "fallback", "unset"]
@@ -79,48 +215,34 @@ def use_compiling_flag(flag: str, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.mark.parametrize("flag", FLAGS)
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
-def test_raise_mode_never_raises_inside_the_compiler(
+def test_raise_mode_raises_from_the_compiled_call_never_inside_the_compiler(
     backend: str, flag: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Tracing passes warn; only a call at run time (the eager backend's graph
-    calls F.kl_div) raises, as the user's error."""
+    """The check runs after the graph: its KLGuardError is the user's, not wrapped
+    in a compiler error, with torch's flag or either stand-in for an older torch."""
     use_compiling_flag(flag, monkeypatch)
     kl_guard.install(mode="raise", check_every=1)
     compiled = torch.compile(mean_reduction, backend=backend)
     s, t = logits(4, 5), logits(4, 5, seed=1)
-    with warnings.catch_warnings(record=True) as record:
-        warnings.simplefilter("always")
-        if backend == "eager":
-            with pytest.raises(kl_guard.KLGuardError):
-                compiled(s, t)
-        else:
-            compiled(s, t)
-    assert [w.category for w in record] == [kl_guard.KLG001Warning]
+    with pytest.raises(kl_guard.KLGuardError) as raised:
+        compiled(s, t)
+    assert type(raised.value) is kl_guard.KLGuardError
+    assert [f.code for f in raised.value.findings] == ["KLG001"]
 
 
-@pytest.mark.slow
-# A cold cache runs more tracing passes (AOTAutograd through generated "<string>" code)
-@pytest.mark.parametrize("caches", ["warm", "disabled"])
-@pytest.mark.filterwarnings("ignore:dynamo_pgo force disabled")
-def test_inductor_reports_argument_findings_when_it_traces(caches: str) -> None:
-    kl_guard.install(mode="raise", check_every=1)
-    compiled = torch.compile(mean_reduction, backend="inductor")
-    s, t = logits(4, 5), logits(4, 5, seed=1)
-    expected = torch.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), 1)
-    # raise mode warns at trace time: an error inside the compiler would be the compiler's
-    with (
-        torch._inductor.config.patch(force_disable_caches=caches == "disabled"),
-        pytest.warns(kl_guard.KLG001Warning) as record,
-    ):
-        result = compiled(s, t)  # calls the inductor-compiled function
-    torch.testing.assert_close(result, expected)
-    line = marked_line(__file__, "calls the inductor-compiled function")
-    found = [w for w in record if issubclass(w.category, kl_guard.KLGuardWarning)]
-    assert [(w.filename, w.lineno) for w in found] == [(__file__, line)]
-    compiled(s, t)  # compiled code does not call back into kl_guard
-    assert [(f.code, f.count) for f in kl_guard.findings()] == [("KLG001", 1)]
-    counts = kl_guard.counts()  # each tracing pass that ran the call, none checked
-    assert counts.checked == 0 and counts.traced >= 1 and counts.seen == counts.traced
+@pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss")  # in export's trace
+def test_export_reports_argument_findings_at_the_kl_div_line() -> None:
+    class Mean(nn.Module):
+        def forward(self, s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            return F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1))  # exported
+
+    kl_guard.install(mode="raise")
+    # raise mode warns at trace time: an error inside the exporter would be the exporter's
+    with pytest.warns(kl_guard.KLG001Warning) as record:
+        exported = torch.export.export(Mean(), (logits(4, 5), logits(4, 5, seed=1)))
+    assert [(w.filename, w.lineno) for w in record] == [(__file__, _line("exported"))]
+    names = {str(node.target) for node in exported.graph.nodes}
+    assert not any("kl_guard" in name for name in names)  # the export has no recorder
 
 
 @pytest.mark.parametrize("flag", FLAGS)
@@ -152,9 +274,6 @@ def test_an_export_trace_is_not_counted_as_an_eager_call(
 
 
 def test_eager_backend_keeps_torch_mean_warning_replaced() -> None:
-    """Both calls in the graph come from one line of the user's (the call of
-    the compiled function), and only one of them is 'mean'."""
-
     def two_losses(s: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         log_p, q = F.log_softmax(s, 1), F.softmax(t, 1)
         return F.kl_div(log_p, q, reduction="batchmean") + F.kl_div(log_p, q)

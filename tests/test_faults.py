@@ -20,7 +20,7 @@ from torch import nn
 
 import kl_guard
 from helpers import active_view, logits
-from kl_guard import _calls, _check, _patch, _policy, _reporting, _sites, _statistics
+from kl_guard import _arguments, _calls, _check, _patch, _policy, _reporting, _sites, _statistics
 
 Step = Callable[[torch.Tensor], torch.Tensor]
 
@@ -55,7 +55,7 @@ STAGES = [
     (_policy.SitePolicy, "site", "raise"),
     (_policy.Site, "due", "raise"),
     (_patch.Patch, "filter_mean_warning", "raise"),
-    (_calls, "bind_arguments", "raise"),
+    (_arguments, "bind_arguments", "raise"),
     (_check, "describe", "raise"),
     (_check, "argument_findings", "raise"),  # _diagnosis's, where _check looks it up
     (_statistics, "screen", "raise"),

@@ -86,7 +86,10 @@ def test_compile_inductor_backend(caplog: pytest.LogCaptureFixture) -> None:
     expected = torch.compile(both, backend="inductor")(*pair())
     torch._dynamo.reset()
     with strict(caplog):
-        assert torch.equal(torch.compile(both, backend="inductor")(*pair()), expected)
+        checked = torch.compile(both, backend="inductor")(*pair())
+    # The same to rounding: the graph hands the loss's operands to kl_guard,
+    # and inductor may fuse what computes them otherwise.
+    torch.testing.assert_close(checked, expected)
 
 
 @pytest.mark.filterwarnings("ignore:There is a performance drop:UserWarning")

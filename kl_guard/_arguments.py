@@ -1,0 +1,49 @@
+"""A call's arguments by name: ``F.kl_div``'s positional order, a module's reduction and flag."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kl_guard import _check
+from kl_guard._call import Call
+
+Args = tuple[Any, ...]
+Kwargs = dict[str, Any]
+
+_FUNCTIONAL_PARAMS = ("input", "target", "size_average", "reduce", "reduction", "log_target")
+_FUNCTIONAL_DEFAULTS: dict[str, Any] = {
+    "size_average": None,
+    "reduce": None,
+    "reduction": "mean",
+    "log_target": False,
+}
+
+
+def bind_arguments(args: Args, kwargs: Kwargs, instance: Any) -> dict[str, Any]:
+    """The call's arguments by name, a module's reduction and log_target included."""
+    if instance is None:
+        bound = dict(_FUNCTIONAL_DEFAULTS)
+        # by index, not zip(): dynamo traces this (``_recorder``); older ones fail on zip(strict=)
+        bound.update({_FUNCTIONAL_PARAMS[i]: arg for i, arg in enumerate(args)})
+    else:
+        bound = {
+            "reduction": getattr(instance, "reduction", "mean"),
+            "log_target": getattr(instance, "log_target", False),
+        }
+        bound.update(zip(_FUNCTIONAL_PARAMS[:2], args, strict=False))
+    bound.update(kwargs)
+    return bound
+
+
+def call_of(args: Args, kwargs: Kwargs, instance: Any) -> tuple[Call | None, dict[str, Any]]:
+    bound = bind_arguments(args, kwargs, instance)
+    call = _check.describe(
+        bound.get("input"),
+        bound.get("target"),
+        api="function" if instance is None else "module",
+        size_average=bound.get("size_average"),
+        reduce=bound.get("reduce"),
+        reduction=bound.get("reduction", "mean"),
+        log_target=bound.get("log_target", False),
+    )
+    return call, bound
