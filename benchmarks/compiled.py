@@ -20,7 +20,6 @@ Then the compile time, caches off, of the step without and with kl_guard.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import time
 import warnings
@@ -29,7 +28,17 @@ from contextlib import AbstractContextManager
 
 import torch
 import torch.nn.functional as F
-from overhead import UNPATCHED, Step, Timer, Variants, finish, mlp, nothing, warm_up
+from overhead import (
+    UNPATCHED,
+    Step,
+    Variants,
+    benchmark_parser,
+    finish,
+    mlp,
+    nothing,
+    start,
+    warm_up,
+)
 
 import kl_guard
 
@@ -135,16 +144,8 @@ def compile_seconds(workload: Workload, kl_div: KlDiv, backend: str, rounds: int
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="fewer repeats, rougher figures")
-    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    torch.set_num_threads(args.threads)
-    timer = Timer(device)
-    scale, rounds = (0.3, 5) if args.quick else (1.0, 9)
-    kl_guard.install(mode="log")  # a finding would show, not stop the benchmark
+    args = benchmark_parser(__doc__).parse_args(argv)
+    device, timer, scale, rounds = start(args, rounds=9)
 
     print(
         f"kl_guard in compiled code: torch {torch.__version__}, {device}, {args.threads} thread(s)"

@@ -230,20 +230,30 @@ def floor_variants(device: torch.device) -> Variants:
     }
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+def benchmark_parser(doc: str | None) -> argparse.ArgumentParser:
+    """The options every benchmark here takes."""
+    parser = argparse.ArgumentParser(description=(doc or "").splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats, rougher figures")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    return parser
+
+
+def start(args: argparse.Namespace, *, rounds: int) -> tuple[torch.device, Timer, float, int]:
+    """The device, its timer, the scale of the repeats and the rounds; kl_guard installed."""
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    kl_guard.install(mode="log")  # a finding would show, not stop the benchmark
+    return device, Timer(device), *((0.3, 5) if args.quick else (1.0, rounds))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = benchmark_parser(__doc__)
     parser.add_argument(
         "--floor", action="store_true", help="also the floor of a checked call at [32, 10]"
     )
     args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    torch.set_num_threads(args.threads)
-    timer = Timer(device)
-    scale, rounds = (0.3, 5) if args.quick else (1.0, 15)
-    kl_guard.install(mode="log")  # a finding would show, not stop the benchmark
+    device, timer, scale, rounds = start(args, rounds=15)
 
     print(f"kl_guard overhead: torch {torch.__version__}, {device}, {args.threads} thread(s)")
     print(f"{'workload':<20}{'unpatched':>12}{'default':>10}{'every=1':>10}{'anomaly':>10}")
