@@ -13,6 +13,7 @@ behaviour is recorded in a constant (``TORCH_WARNS_WITH_STACKLEVEL``,
 from __future__ import annotations
 
 import functools
+import os
 import re
 import sys
 import warnings
@@ -233,10 +234,21 @@ def traced_stack() -> list[tuple[str, int, str]]:
     return [(f.filename, f.lineno or 0, f.name) for f in extract()]
 
 
+_EXPORT_DIR = os.sep + os.path.join("torch", "export") + os.sep
+
+
 def is_exporting() -> bool:
-    """Whether torch.export traces now (the fallback, where torch cannot say: no)."""
+    """Whether torch.export traces now. The fallback (torch 2.6 has no
+    ``torch.compiler.is_exporting``) looks for torch.export's frames on the stack."""
     exporting = getattr(torch.compiler, "is_exporting", None)
-    return _primary("is_exporting", exporting is not None) and bool(exporting())  # type: ignore[misc]
+    if _primary("is_exporting", exporting is not None):
+        return bool(exporting())  # type: ignore[misc]
+    frame: FrameType | None = sys._getframe(1)
+    while frame is not None:
+        if _EXPORT_DIR in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
 
 
 def mark_side_effect(op: Any) -> None:

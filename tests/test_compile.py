@@ -74,6 +74,8 @@ def test_a_compiled_train_step_is_checked_at_each_kl_div_line(backend: str) -> N
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_raise_mode_raises_from_the_compiled_call(backend: str) -> None:
+    if backend == "inductor" and _compat.TORCH_VERSION.startswith("2.6."):
+        pytest.skip("torch 2.6's inductor drops the recorder from graphs run without grad")
     step = torch.compile(planted, backend=backend, fullgraph=True)
     kl_guard.install(mode="raise")
     with pytest.raises(kl_guard.KLGuardError) as raised:
@@ -239,7 +241,8 @@ def test_export_reports_argument_findings_at_the_kl_div_line() -> None:
     kl_guard.install(mode="raise")
     # raise mode warns at trace time: an error inside the exporter would be the exporter's
     with pytest.warns(kl_guard.KLG001Warning) as record:
-        exported = torch.export.export(Mean(), (logits(4, 5), logits(4, 5, seed=1)))
+        # non-strict, as torch 2.7 and newer export by default (2.6: strict)
+        exported = torch.export.export(Mean(), (logits(4, 5), logits(4, 5, seed=1)), strict=False)
     assert [(w.filename, w.lineno) for w in record] == [(__file__, _line("exported"))]
     names = {str(node.target) for node in exported.graph.nodes}
     assert not any("kl_guard" in name for name in names)  # the export has no recorder
@@ -263,7 +266,7 @@ def test_an_export_trace_is_not_counted_as_an_eager_call(
     kl_guard.install(mode="log", check_every=3)
     model(s, t)  # call 1: checked
     schedule = latest_site()
-    torch.export.export(model, (s, t))
+    torch.export.export(model, (s, t), strict=False)  # the default from torch 2.7
     assert latest_site() == schedule
     model(s, t)
     model(s, t)  # calls 2 and 3: not checked, unless the export counted as one
