@@ -8,6 +8,7 @@ hands them to ``_diagnosis``.
 from __future__ import annotations
 
 import dataclasses
+import os
 import threading
 from typing import NamedTuple
 
@@ -41,6 +42,14 @@ _CALLS: dict[tuple[object, ...], Call] = {}
 _KNOWN: dict[Call, _Known] = {}
 _CALLS_LIMIT = 256
 _CALLS_LOCK = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    global _CALLS_LOCK
+    _CALLS_LOCK = threading.Lock()  # one another thread held at a fork stays held in the child
+
+
+os.register_at_fork(after_in_child=_new_lock_after_fork)
 
 
 def _plan(call: Call) -> ScreenPlan | None:

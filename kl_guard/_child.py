@@ -1,17 +1,25 @@
-"""A child process of ``python -m kl_guard run``: guarded from torch's import on, its record
-written when it ends.
+"""Every process of ``python -m kl_guard run`` but the runner's own: guarded, and its record
+written when it starts and when it ends.
 
 The start-up hook (``_hook/sitecustomize.py``) calls :func:`start` in every
 Python process the runner's program starts. Nothing happens until the
 process imports torch (a child that never does pays nothing and imports no
-torch); then a guard with the run's settings starts, and at exit, or at a
-SIGTERM (``multiprocessing.Pool``'s ``terminate()``), the process writes its
-findings and counts where the runner collects them (``_processes``).
+torch); then a guard with the run's settings starts. A process forked from a
+guarded one (``multiprocessing``'s fork and forkserver, ``os.fork()``, a
+DataLoader worker) keeps the guard it inherits and becomes a process of the
+run itself: its record counts only what it did after the fork.
+
+A process writes a first record when it starts, and its whole record when it
+ends: at exit, at ``multiprocessing``'s exit of a child (which ends with
+``os._exit``, no ``atexit``), or at a SIGTERM (``Pool.terminate()``). One
+killed outright, or ended by ``os._exit`` outside ``multiprocessing``, leaves
+its first record, and the summary says what is missing.
 """
 
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import importlib.abc
 import importlib.util
 import os
@@ -21,9 +29,13 @@ import threading
 from collections.abc import Callable, Sequence
 from importlib.machinery import ModuleSpec
 from types import FrameType, ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kl_guard import _processes
+from kl_guard._findings import Counts, Finding
+
+if TYPE_CHECKING:  # imported at start-up: torch only once the program imports it
+    from kl_guard._lifecycle import Guard
 
 
 def start() -> None:
@@ -54,37 +66,146 @@ class _AfterTorch(importlib.abc.MetaPathFinder):
 
         def exec_module(module: ModuleType) -> None:
             run(module)
-            _begin(settings)
+            from kl_guard._lifecycle import Guard
+
+            guard = Guard(settings["mode"], **settings["options"])
+            guard.start()
+            follow(guard, settings["folder"], own=False)
 
         setattr(loader, "exec_module", exec_module)  # noqa: B010  # this loader, this import
         return spec
 
 
-def _begin(settings: dict[str, Any]) -> None:
-    from kl_guard._lifecycle import Guard
-    from kl_guard._processes import Process
+class Part:
+    """This process's part of the run: its guard, what it inherited, and its record."""
 
-    guard = Guard(settings["mode"], **settings["options"])
-    guard.start()
-    pid, folder = os.getpid(), settings["folder"]
+    def __init__(self, guard: Guard, folder: str, *, own: bool) -> None:
+        self.guard = guard
+        self.folder = folder
+        #: The runner's own process: its record is the runner's to make; a fork is not.
+        self.own = own
+        self.pid = os.getpid()
+        self.inherited: tuple[Counts, dict[tuple[str, str], int]] = (Counts(), {})
+        self.ended = False
+        #: A SIGTERM came while the whole record was being written: it ends the
+        #: process once the record is written (``Pool.terminate()`` races a
+        #: worker's own exit).
+        self.terminated = False
+        self.written = False
 
-    def finish() -> None:
-        # A forked child inherits this: its record would repeat the parent's.
-        if os.getpid() != pid or not guard.active:
+    def after_fork(self) -> None:
+        """In a forked child: start this process's own record from what it inherited."""
+        self.pid = os.getpid()
+        self.own = self.ended = self.written = self.terminated = False
+        from kl_guard import _deferred
+
+        _deferred.forget()  # the parent's pending checks: the parent reports them
+        findings = self.guard.findings
+        self.inherited = (self.guard.counts, {(f.location, f.code): f.count for f in findings})
+        _finish_at_sigterm()
+        self.guard.on_new_finding(self.wrote_finding)
+        _say_failure(self.write, complete=False)
+
+    def wrote_finding(self) -> None:
+        """A new finding goes into the record at once: a process killed later keeps it."""
+        if not self.own and not self.ended and os.getpid() == self.pid:
+            _say_failure(self.write, complete=False)
+
+    def write(self, *, complete: bool) -> None:
+        counts, seen = self.inherited
+        findings = []
+        for f in self.guard.findings:
+            count = f.count - seen.get((f.location, f.code), 0)
+            if count > 0:
+                findings.append(dataclasses.replace(f, count=count))
+        process = _processes.Process(
+            self.pid,
+            _rank(findings),
+            tuple(sys.argv),
+            self.guard.counts - counts,
+            tuple(findings),
+            complete,
+        )
+        _processes.write(self.folder, process)
+
+    def finish(self) -> None:
+        """Write the whole record, once, in the process it belongs to."""
+        if self.own or self.ended or os.getpid() != self.pid:
             return
-        try:
-            findings = guard.findings
-            guard.stop()
-            process = Process(pid, _rank(findings), tuple(sys.argv), guard.counts, tuple(findings))
-            _processes.write(folder, process)
-        except Exception as exc:  # at exit: say it, never raise
-            print(f"kl_guard: process {pid} could not write its record: {exc}", file=sys.stderr)
-
-    atexit.register(finish)
-    _finish_at_sigterm(finish)
+        self.ended = True
+        _say_failure(self.write, complete=True)
+        self.written = True
+        if self.terminated:
+            _terminate()
 
 
-def _rank(findings: Sequence[Any]) -> int | None:
+#: This process's part, while it is one of a run's.
+_PART: Part | None = None
+
+
+def follow(guard: Guard, folder: str, *, own: bool) -> Part:
+    """Make ``guard`` this process's part of the run in ``folder``; its forks follow it."""
+    import multiprocessing.util
+
+    global _PART
+    part = _PART = Part(guard, folder, own=own)
+    if not own:
+        guard.on_new_finding(part.wrote_finding)
+        _say_failure(part.write, complete=False)
+        _finish_at_sigterm()
+        _at_multiprocessing_exit(part)
+    # multiprocessing forgets its exit functions in each child it starts, then calls
+    # these: a record for a child it forks, or spawns (torch imported before its start)
+    multiprocessing.util.register_after_fork(part, _at_multiprocessing_exit)
+    _HOOKS.once()
+    return part
+
+
+def unfollow() -> None:
+    """The run is over in this process: a later fork is no part of it."""
+    global _PART
+    _PART = None
+
+
+def _finish() -> None:
+    if _PART is not None:
+        _PART.finish()
+
+
+def _at_multiprocessing_exit(part: Part) -> None:
+    import multiprocessing.util
+
+    multiprocessing.util.Finalize(None, part.finish, exitpriority=0)
+
+
+def _after_fork() -> None:
+    if _PART is not None and not _PART.ended:
+        _PART.after_fork()
+
+
+class _Hooks:
+    """The process-wide hooks, set once per process (``os.register_at_fork`` has no undo)."""
+
+    done = False
+
+    def once(self) -> None:
+        if not self.done:
+            os.register_at_fork(after_in_child=_after_fork)
+            atexit.register(_finish)
+            self.done = True
+
+
+_HOOKS = _Hooks()
+
+
+def _say_failure(write: Callable[..., None], *, complete: bool) -> None:
+    try:
+        write(complete=complete)
+    except Exception as exc:  # at start, at exit, in a signal handler: say it, never raise
+        print(f"kl_guard: process {os.getpid()} could not write its record: {exc}", file=sys.stderr)
+
+
+def _rank(findings: Sequence[Finding]) -> int | None:
     """This process's rank: torchrun's ``RANK``, else torch.distributed's, else its findings'."""
     rank = os.environ.get("RANK", "")
     if rank.isdigit():
@@ -96,16 +217,25 @@ def _rank(findings: Sequence[Any]) -> int | None:
     return next((f.rank for f in findings if f.rank is not None), None)
 
 
-def _finish_at_sigterm(finish: Callable[[], None]) -> None:
+def _finish_at_sigterm() -> None:
     """Write the record before a SIGTERM ends the process, where nobody else handles it."""
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, _at_sigterm):
         return
+    signal.signal(signal.SIGTERM, _at_sigterm)
 
-    def handler(signum: int, frame: FrameType | None) -> None:
-        finish()
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
 
-    signal.signal(signal.SIGTERM, handler)
+def _at_sigterm(signum: int, frame: FrameType | None) -> None:
+    part = _PART
+    if part is not None and part.ended and not part.written and os.getpid() == part.pid:
+        part.terminated = True  # the record is being written: the process ends after it
+        return
+    _finish()
+    _terminate()
+
+
+def _terminate() -> None:
+    """End this process as the SIGTERM it was sent would have."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)

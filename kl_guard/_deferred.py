@@ -106,6 +106,11 @@ def _conclude(item: _Pending) -> list[Finding]:
     return _reporting.attribute(diagnoses, item.site)
 
 
+def forget() -> None:
+    """Drop the pending checks: in a forked child they are the parent's to report."""
+    _pending.clear()
+
+
 def flush() -> None:
     """Report now the checks still waiting for their numbers (CUDA, warn and log modes)."""
     drain(block=True)

@@ -57,3 +57,8 @@ class Counts:
         return Counts(
             self.seen + other.seen, self.checked + other.checked, self.traced + other.traced
         )
+
+    def __sub__(self, other: Counts) -> Counts:
+        return Counts(
+            self.seen - other.seen, self.checked - other.checked, self.traced - other.traced
+        )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -66,6 +67,15 @@ class _Layers:
 
 
 _LAYERS = _Layers()
+
+
+def _after_fork_in_child() -> None:
+    for layer in (_LAYERS.base, *_LAYERS.guards):
+        if layer is not None:
+            layer.record.after_fork()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def _schedule(config: Config) -> tuple[int | None, int, int]:
@@ -188,6 +198,11 @@ class Guard:
     @property
     def active(self) -> bool:
         return self._layer is not None
+
+    def on_new_finding(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` each time this running guard records a new (location, code)."""
+        if self._layer is not None:
+            self._layer.record.on_new = callback
 
     def start(self) -> None:
         _compat.require_supported_torch()

@@ -1,10 +1,10 @@
 """The processes of one ``python -m kl_guard run``: the environment that follows its children,
-each child's record, and the records combined.
+each process's record, and the records combined.
 
 The runner names a folder and its settings in ``KL_GUARD_RUN`` and puts the
 start-up hook (``kl_guard/_hook/sitecustomize.py``) first on
 ``PYTHONPATH``; every Python child inherits both, and each writes one JSON
-file there when it ends (``_child``). The runner then reads them all, as
+file there when it starts and again when it ends (``_child``). The runner then reads them all, as
 ``coverage combine`` reads its data files. Standard library only.
 """
 
@@ -35,6 +35,9 @@ class Process:
     argv: tuple[str, ...]
     counts: Counts
     findings: tuple[Finding, ...]
+    #: False for a process that started but was ended before it wrote its whole
+    #: record (killed, or ``os._exit`` outside ``multiprocessing``)
+    complete: bool = True
 
     def label(self) -> str:
         return f"rank {self.rank}" if self.rank is not None else f"pid {self.pid}"
@@ -44,6 +47,7 @@ class Process:
 def followed(mode: str, options: Mapping[str, Any]) -> Iterator[str]:
     """The environment that guards every Python child, while the program runs; the folder."""
     folder = tempfile.mkdtemp(prefix="kl_guard-")
+    pid = os.getpid()
     settings = {
         "mode": mode,
         "options": {k: sorted(v) if isinstance(v, frozenset) else v for k, v in options.items()},
@@ -55,7 +59,8 @@ def followed(mode: str, options: Mapping[str, Any]) -> Iterator[str]:
     try:
         yield folder
     finally:
-        shutil.rmtree(folder, ignore_errors=True)
+        if os.getpid() == pid:  # not a forked child leaving the runner
+            shutil.rmtree(folder, ignore_errors=True)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -77,6 +82,7 @@ def write(folder: str, process: Process) -> None:
         "argv": list(process.argv),
         "calls": dataclasses.asdict(process.counts),
         "findings": [dataclasses.asdict(f) for f in process.findings],
+        "complete": process.complete,
     }
     path = os.path.join(folder, f"{process.pid}.json")
     with open(path + ".tmp", "w", encoding="utf-8") as file:
@@ -103,6 +109,7 @@ def collect(folder: str) -> list[Process]:
                     dataclasses.replace(f, rank=rank if f.rank is None else f.rank)
                     for f in (Finding(**fields) for fields in record["findings"])
                 ),
+                complete=record["complete"],
             )
         )
     return sorted(processes, key=lambda p: (p.rank is None, p.rank or 0, p.pid))

@@ -73,6 +73,8 @@ class Record:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: dict[tuple[str, str], Finding] = {}
+        #: Called after a (location, code) is recorded for the first time.
+        self.on_new: Callable[[], None] | None = None
 
     def add(self, finding: Finding) -> bool:
         """Count ``finding``; True when its (location, code) is new here.
@@ -83,15 +85,21 @@ class Record:
         key = (finding.location, finding.code)
         with self._lock:
             seen = self._items.get(key)
-            if seen is None:
-                self._items[key] = finding
-                return True
-            self._items[key] = dataclasses.replace(seen, count=seen.count + finding.count)
-            return False
+            if seen is not None:
+                self._items[key] = dataclasses.replace(seen, count=seen.count + finding.count)
+                return False
+            self._items[key] = finding
+        if self.on_new is not None:
+            self.on_new()
+        return True
 
     def findings(self) -> list[Finding]:
         with self._lock:
             return list(self._items.values())
+
+    def after_fork(self) -> None:
+        """In a forked child: a new lock (one another thread held at the fork stays held)."""
+        self._lock = threading.Lock()
 
 
 def emit(

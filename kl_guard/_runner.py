@@ -21,7 +21,7 @@ import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
 
-from kl_guard import _processes
+from kl_guard import _child, _processes
 from kl_guard._config import Mode
 from kl_guard._findings import Counts, Finding
 from kl_guard._lifecycle import Guard
@@ -58,10 +58,20 @@ def run(
     guard = Guard(mode, **options)
     # The program may chdir; the report goes where the command line meant.
     report = os.path.abspath(json_path) if json_path is not None else None
+    pid = os.getpid()
     with _processes.followed(mode.value, options) as folder:
         with _as_main(target, args, module=module), guard:
-            _find(target, module=module)
-            status = _execute(target, module=module)
+            part = _child.follow(guard, folder, own=True)
+            try:
+                _find(target, module=module)
+                status = _execute(target, module=module)
+            finally:
+                if os.getpid() == pid:
+                    _child.unfollow()
+                else:  # a child of os.fork() that ran on to the program's end
+                    part.finish()
+        if os.getpid() != pid:
+            return status  # and no summary: the child ends as it would without the runner
         own = _processes.Process(
             os.getpid(), None, (target, *args), guard.counts, tuple(guard.findings)
         )
@@ -187,15 +197,13 @@ def _summarize(
     line = headline(found, counts)
     if len(processes) > 1:
         line += f", in {len(processes)} processes"
+        cut = sum(not p.complete for p in processes)
+        if cut:
+            line += f" ({cut} ended before writing {'its' if cut == 1 else 'their'} whole record)"
     print(f"kl_guard summary (mode={mode}): {line}", file=stream)
     if len(processes) > 1:
-        for process in processes:
-            said = (
-                headline(process.findings, process.counts)
-                if process.findings or process.counts.seen
-                else "no KL call seen"
-            )
-            print(f"  {process.label()}: {said}", file=stream)
+        for said in _process_lines(processes):
+            print(f"  {said}", file=stream)
     if found:
         labelled = [
             f
@@ -205,6 +213,56 @@ def _summarize(
         ]
         for line in summary_lines(labelled):
             print(f"  {line}", file=stream)
+
+
+def _process_lines(processes: Sequence[_processes.Process]) -> list[str]:
+    """A line per process that saw a KL call or did not write its whole record; one line
+    for the rest (DataLoader workers, launchers)."""
+    labels = [p.label() for p in processes]
+    shared = {label for label in labels if labels.count(label) > 1}
+    lines, quiet = [], []
+    for process, label in zip(processes, labels, strict=True):
+        if label in shared and process.rank is not None:  # a rank's forked children
+            label += f" pid {process.pid}"
+        cut = "" if process.complete else _RUNNING if _running(process.pid) else _CUT
+        if process.findings or process.counts.seen:
+            said = headline(process.findings, process.counts)
+            lines.append(f"{label}: {said}{cut and '; '}{cut}")
+        elif cut:
+            lines.append(f"{label}: {cut}")
+        else:
+            quiet.append(label)
+    if quiet:
+        shown = ", ".join(quiet[:_SHOWN]) + (", ..." if len(quiet) > _SHOWN else "")
+        lines.append(f"{_plural(len(quiet), 'process')} saw no KL call: {shown}")
+    return lines
+
+
+_SHOWN = 8
+_CUT = (
+    "ended before writing its whole record (killed, or os._exit outside multiprocessing): "
+    "its findings are all here, but calls after its last finding are not counted"
+)
+
+
+_RUNNING = (
+    "still running when the program ended (a server or daemon process): "
+    "calls after its last finding are not counted"
+)
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's process: the pid was taken again
+        return False
+    return True
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}es" if word.endswith("s") else f"{n} {word}s"
 
 
 def _write_json(
@@ -227,6 +285,7 @@ def _write_json(
                 "argv": list(p.argv),
                 "calls": dataclasses.asdict(p.counts),
                 "findings": len(p.findings),
+                "complete": p.complete,
             }
             for p in processes
         ],

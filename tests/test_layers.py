@@ -30,7 +30,8 @@ STAGES: list[set[str]] = [
     {"_lifecycle"},
     {"__init__"},
     {"_processes"},
-    {"_runner", "_child", "_demo", "_pytest_plugin", "_lint"},
+    {"_child"},
+    {"_runner", "_demo", "_pytest_plugin", "_lint"},
     {"_cli"},
     {"__main__"},
 ]

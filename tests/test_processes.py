@@ -6,8 +6,10 @@ Each launcher runs for real, on CPU (gloo), in a subprocess; the parts
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +18,7 @@ from typing import Any
 import pytest
 
 from helpers import run_subprocess
-from kl_guard import _processes
+from kl_guard import _processes, _runner
 from kl_guard._findings import Counts, Finding
 
 
@@ -101,6 +103,7 @@ subprocess.run([sys.executable, "-c", "import sys; assert 'torch' not in sys.mod
 """,
     "pool": """\
 import multiprocessing as mp
+import sys
 import torch.nn.functional as F
 import torch
 
@@ -109,10 +112,8 @@ def loss(seed):
     return F.kl_div(F.log_softmax(s, 1), F.softmax(s, 1)).item()  # misuse
 
 if __name__ == "__main__":
-    pool = mp.get_context("spawn").Pool(2)
-    pool.map(loss, range(4))
-    pool.close()
-    pool.join()
+    with mp.get_context(sys.argv[1]).Pool(2) as pool:  # ends with terminate()
+        pool.map(loss, range(4))
 """,
     "torch.multiprocessing.spawn": """\
 import sys
@@ -168,12 +169,67 @@ def test_a_subprocess_child_is_guarded(tmp_path: Path, mode: str, status: int) -
 
 
 @pytest.mark.slow
-def test_a_spawned_pool_is_guarded(tmp_path: Path) -> None:
+@pytest.mark.parametrize("method", ["spawn", "fork", "forkserver"])
+def test_a_pool_is_guarded_however_it_starts_its_workers(tmp_path: Path, method: str) -> None:
     (tmp_path / "main.py").write_text(LAUNCHERS["pool"])
-    code, stderr, report = run_job(tmp_path, "warn", "main.py")
+    code, stderr, report = run_job(tmp_path, "warn", "main.py", method)
     assert code == 0, stderr
-    assert report["calls"]["seen"] == 4
-    assert {(f["code"], f["location"]) for f in report["findings"]} == {("KLG001", "main.py:7")}
+    # every call of every worker, though the with-block terminates them
+    assert report["calls"]["seen"] == 4, stderr
+    assert {(f["code"], f["location"]) for f in report["findings"]} == {("KLG001", "main.py:8")}
+    assert all(p["complete"] for p in report["processes"]), report["processes"]
+    workers = [p for p in report["processes"] if p["calls"]["seen"]]
+    assert 1 <= len(workers) <= 2 and workers[0]["pid"] != report["processes"][0]["pid"]
+
+
+FORK = """\
+import os, sys
+import torch
+import torch.nn.functional as F
+s = torch.randn(8, 5)
+F.kl_div(F.log_softmax(s, 1), F.softmax(s, 1), reduction="batchmean")
+pid = os.fork()
+if pid == 0:
+    F.kl_div(F.log_softmax(s, 1), F.softmax(s, 1))  # misuse
+    if sys.argv[1] == "_exit":
+        os._exit(0)
+    F.kl_div(F.log_softmax(s, 1), F.softmax(s, 1), reduction="batchmean")
+else:
+    os.waitpid(pid, 0)
+print("done", os.getpid())
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("end", "mode", "status"), [("end", "warn", 0), ("end", "raise", 1)])
+def test_a_forked_child_counts_only_what_it_did_after_the_fork(
+    tmp_path: Path, end: str, mode: str, status: int
+) -> None:
+    (tmp_path / "main.py").write_text(FORK)
+    code, stderr, report = run_job(tmp_path, mode, "main.py", end)
+    assert code == status, stderr
+    # one summary: the child ran on to the program's end, then stopped without one
+    assert stderr.count("kl_guard summary") == 1, stderr
+    parent, child = report["processes"]
+    assert parent["calls"]["seen"] == 1 and parent["findings"] == 0
+    assert child["calls"]["seen"] == (1 if mode == "raise" else 2) and child["findings"] == 1
+    assert child["complete"] and child["argv"] == ["main.py", end]
+    assert [(f["location"], f["count"]) for f in report["findings"]] == [("main.py:8", 1)]
+
+
+@pytest.mark.slow
+def test_a_child_that_ends_by_os_exit_keeps_its_findings_and_says_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "main.py").write_text(FORK)
+    code, stderr, report = run_job(tmp_path, "warn", "main.py", "_exit")
+    assert code == 0, stderr
+    child = report["processes"][1]
+    assert not child["complete"] and child["findings"] == 1
+    assert [f["location"] for f in report["findings"]] == ["main.py:8"]
+    lines = summary(stderr)
+    assert lines[0].endswith("in 2 processes (1 ended before writing its whole record)")
+    assert "os._exit" in lines[2] and lines[2].startswith(f"  pid {child['pid']}: 1 finding")
 
 
 SPAWN = ["main.py", "{tmp}"]
@@ -216,3 +272,110 @@ def test_ranks_are_guarded_and_labelled(
         assert any(
             text.strip().startswith(f"KLG001  main.py:{line} (rank {rank})") for text in lines
         )
+
+
+TERMINATED = """\
+import multiprocessing as mp, os, signal
+import torch
+import torch.nn.functional as F
+from kl_guard import _processes, _runner
+
+def work():
+    s = torch.randn(8, 5)
+    F.kl_div(F.log_softmax(s, 1), F.softmax(s, 1))  # misuse
+    write = _processes.write
+
+    def write_while_terminated(folder, process):
+        if process.complete:  # Pool.terminate() while the worker writes its record
+            os.kill(os.getpid(), signal.SIGTERM)
+        write(folder, process)
+
+    _processes.write = write_while_terminated
+
+if __name__ == "__main__":
+    child = mp.get_context("fork").Process(target=work)
+    child.start()
+    child.join()
+    print("exit code", child.exitcode)
+"""
+
+
+@pytest.mark.slow
+def test_a_sigterm_while_the_record_is_written_ends_the_process_after_it(tmp_path: Path) -> None:
+    (tmp_path / "main.py").write_text(TERMINATED)
+    done = run_subprocess(tmp_path, "--json", "r.json", "main.py")
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert f"exit code -{signal.SIGTERM.value}" in done.stdout, done.stderr
+    child = report["processes"][1]
+    assert child["complete"] and child["calls"]["seen"] == 1 and child["findings"] == 1
+
+
+LOCKED = """\
+import os, signal, threading
+import torch
+import torch.nn.functional as F
+import kl_guard
+from kl_guard import _lifecycle
+
+kl_guard.install()
+s = torch.randn(8, 5)
+held, release = threading.Event(), threading.Event()
+
+def hold():  # a thread in the middle of recording a finding when the process forks
+    with _lifecycle._LAYERS.base.record._lock:
+        held.set()
+        release.wait()
+
+threading.Thread(target=hold).start()
+held.wait()
+pid = os.fork()
+if pid == 0:
+    signal.alarm(20)  # a hung child ends
+    F.kl_div(F.log_softmax(s, 1), F.softmax(s, 1))  # misuse: recorded, no deadlock
+    os._exit(0 if kl_guard.findings() else 3)
+release.set()
+_, status = os.waitpid(pid, 0)
+print("child", os.waitstatus_to_exitcode(status))
+"""
+
+
+@pytest.mark.slow
+def test_a_lock_held_by_another_thread_at_a_fork_does_not_hang_the_child(tmp_path: Path) -> None:
+    (tmp_path / "main.py").write_text(LOCKED)
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "main.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.stdout.strip() == "child 0", done.stderr
+
+
+def process(pid: int, rank: int | None, seen: int, found: int = 0) -> _processes.Process:
+    findings = tuple(finding("a.py:1", rank) for _ in range(found))
+    return _processes.Process(pid, rank, ("a.py",), Counts(seen, seen), findings)
+
+
+def test_the_summary_names_each_busy_process_and_counts_the_quiet_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_runner, "_running", lambda pid: pid == 41)
+    processes = [
+        process(10, 0, 5, 1),
+        process(11, 0, 2),  # rank 0's DataLoader worker that made KL calls
+        process(12, 1, 5),
+        *(process(20 + i, 0, 0) for i in range(10)),  # other workers, no KL call
+        dataclasses.replace(process(40, None, 0), complete=False),
+        dataclasses.replace(process(41, None, 0), complete=False),  # a forkserver, say
+    ]
+    lines = _runner._process_lines(processes)
+    assert lines[:3] == [
+        "rank 0 pid 10: 1 finding in 5 KL calls (5 checked from their tensors)",
+        "rank 0 pid 11: no findings in 2 KL calls (2 checked from their tensors)",
+        "rank 1: no findings in 5 KL calls (5 checked from their tensors)",
+    ]
+    assert lines[3].startswith("pid 40: ended before writing its whole record")
+    assert lines[4].startswith("pid 41: still running when the program ended")
+    quiet = ", ".join(f"rank 0 pid {20 + i}" for i in range(8))
+    assert lines[5] == f"10 processes saw no KL call: {quiet}, ..."
