@@ -58,6 +58,10 @@ def run(
     guard = Guard(mode, **options)
     # The program may chdir; the report goes where the command line meant.
     report = os.path.abspath(json_path) if json_path is not None else None
+    rank = _launched_rank()
+    if rank is not None and report is not None:  # each rank its own report, none lost
+        root, ext = os.path.splitext(report)
+        report = f"{root}.rank{rank}{ext}"
     pid = os.getpid()
     with _processes.followed(mode.value, options) as folder:
         with _as_main(target, args, module=module), guard:
@@ -73,7 +77,7 @@ def run(
         if os.getpid() != pid:
             return status  # and no summary: the child ends as it would without the runner
         own = _processes.Process(
-            os.getpid(), None, (target, *args), guard.counts, tuple(guard.findings)
+            os.getpid(), rank, (target, *args), guard.counts, tuple(guard.findings)
         )
         processes = [own, *_processes.collect(folder)]
     found, counts = _processes.combined(processes)
@@ -84,7 +88,7 @@ def run(
         # turn into a clean exit.
         print(_SWALLOWED, file=sys.stderr)
         status = 1
-    _summarize(found, counts, processes, mode, sys.stderr)
+    _summarize(found, counts, processes, mode, sys.stderr, rank)
     if report is not None:
         try:
             _write_json(report, found, counts, processes, mode, status)
@@ -92,6 +96,23 @@ def run(
             print(f"kl_guard: could not write the JSON report: {exc}", file=sys.stderr)
             return status or 2
     return status
+
+
+def _launched_rank() -> int | None:
+    """This runner's rank when a launcher started one runner per rank
+    (``torchrun -m kl_guard run train.py``), else None."""
+    if _processes.settings() is not None:  # a runner's child: that runner sums up
+        return None
+    rank, world = os.environ.get("RANK", ""), os.environ.get("WORLD_SIZE", "")
+    if rank.isdigit() and world.isdigit() and int(world) > 1:
+        return int(rank)
+    return None
+
+
+_ONE_PER_RANK = (
+    "one summary per rank (the launcher started kl_guard in each); "
+    "`python -m kl_guard run torchrun ...` sums up the whole job in one"
+)
 
 
 def _script(target: str) -> str:
@@ -193,6 +214,7 @@ def _summarize(
     processes: Sequence[_processes.Process],
     mode: Mode,
     stream: TextIO,
+    rank: int | None = None,
 ) -> None:
     line = headline(found, counts)
     if len(processes) > 1:
@@ -200,7 +222,10 @@ def _summarize(
         cut = sum(not p.complete for p in processes)
         if cut:
             line += f" ({cut} ended before writing {'its' if cut == 1 else 'their'} whole record)"
-    print(f"kl_guard summary (mode={mode}): {line}", file=stream)
+    of = "" if rank is None else f", rank {rank} of {os.environ['WORLD_SIZE']}"
+    print(f"kl_guard summary (mode={mode}{of}): {line}", file=stream)
+    if rank == 0:
+        print(f"  {_ONE_PER_RANK}", file=stream)
     if len(processes) > 1:
         for said in _process_lines(processes):
             print(f"  {said}", file=stream)

@@ -379,3 +379,22 @@ def test_the_summary_names_each_busy_process_and_counts_the_quiet_ones(
     assert lines[4].startswith("pid 41: still running when the program ended")
     quiet = ", ".join(f"rank 0 pid {20 + i}" for i in range(8))
     assert lines[5] == f"10 processes saw no KL call: {quiet}, ..."
+
+
+@pytest.mark.slow
+def test_a_runner_per_rank_labels_its_summary_and_writes_its_own_report(tmp_path: Path) -> None:
+    (tmp_path / "main.py").write_text(LAUNCHERS["torchrun"])
+    done = subprocess.run(
+        [sys.executable, *TORCHRUN, "-m", "kl_guard", "run", "--json", "r.json", "main.py"],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    for rank in (0, 1):
+        assert f"kl_guard summary (mode=warn, rank {rank} of 2): 1 finding" in done.stderr
+        report = json.loads((tmp_path / f"r.rank{rank}.json").read_text())
+        assert [(f["location"], f["rank"]) for f in report["findings"]] == [("main.py:6", rank)]
+    assert done.stderr.count("sums up the whole job in one") == 1
