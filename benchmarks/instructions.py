@@ -12,7 +12,9 @@ without the start-up.
 Variants: ``orig`` (the unpatched F.kl_div), ``off`` (patched, mode off:
 wrapt's call and the first tests of kl_guard's gate), ``on`` (installed, a
 call site past its checks: the path every not-checked call pays), ``every``
-(``check_every=1``: the screen of a correct call, every call).
+(``check_every=1``: the screen of a correct call, every call); ``op-orig`` and
+``op-on``: a direct call of the op ``torch.kl_div(x, t, 2)``, unpatched and
+installed past its checks.
 
 Instructions are not time: the checked path's Python and its many small
 kernels run at a lower rate than torch's own loop, so its wall-clock ratio
@@ -30,7 +32,7 @@ import subprocess
 import sys
 import tempfile
 
-VARIANTS = ("orig", "off", "on", "every")
+VARIANTS = ("orig", "off", "on", "every", "op-orig", "op-on")
 
 WORKLOAD = """
 import sys, time, torch, torch.nn.functional as F, kl_guard
@@ -38,25 +40,35 @@ torch.set_num_threads(1)
 calls, variants = int(sys.argv[1]), sys.argv[2:]
 x = F.log_softmax(torch.randn(32, 10), 1)
 t = F.softmax(torch.randn(32, 10), 1)
-unpatched = {"kl_div": F.kl_div}  # not a module global, which install() would rebind
+# not module globals, which install() would rebind
+unpatched = {"kl_div": F.kl_div, "op": torch.kl_div}
 setup = {
     "orig": lambda: None,
     "off": lambda: kl_guard.install(mode="off"),
     "on": lambda: kl_guard.install(mode="log", check_every=10**9),
     "every": lambda: kl_guard.install(mode="warn", check_every=1),
+    "op-orig": lambda: None,
+    "op-on": lambda: kl_guard.install(mode="log", check_every=10**9),
 }
 
 def loop(fn, n):
     for _ in range(n):
         fn(x, t, reduction="batchmean")
 
+def loop_op(fn, n):
+    for _ in range(n):
+        fn(x, t, 2)
+
 for variant in variants:
     kl_guard.uninstall()
     setup[variant]()
-    fn = unpatched["kl_div"] if variant == "orig" else F.kl_div
-    loop(fn, 50)  # the site's first (checked) call, and the caches
+    if variant.startswith("op"):
+        fn, run = unpatched["op"] if variant == "op-orig" else torch.kl_div, loop_op
+    else:
+        fn, run = unpatched["kl_div"] if variant == "orig" else F.kl_div, loop
+    run(fn, 50)  # the site's first (checked) call, and the caches
     time.sleep(0)  # callgrind dumps here: what ran before is left out
-    loop(fn, calls)
+    run(fn, calls)
     time.sleep(0)  # and here: this dump is the loop alone
 """
 
@@ -114,11 +126,11 @@ def main(argv: list[str] | None = None) -> int:
         with open(script, "w") as f:
             f.write(WORKLOAD)
         per_call = count(script, args.calls, args.variants)
-    base = per_call.get("orig")
-    print("instructions per F.kl_div call, [32, 10], counted by callgrind")
+    print("instructions per call, [32, 10], counted by callgrind (op: torch.kl_div)")
     for variant, n in per_call.items():
+        base = per_call.get("op-orig" if variant.startswith("op") else "orig")
         ratio = f"  ({n / base:.3f}x)" if base else ""
-        print(f"{variant:>5}: {n:>9,.0f}{ratio}")
+        print(f"{variant:>7}: {n:>9,.0f}{ratio}")
     return 0
 
 

@@ -1,8 +1,8 @@
 """kl_guard: catch misuse of KL divergence in PyTorch while the program runs.
 
-``kl_guard.install()`` at the start of training patches ``torch.nn.functional.kl_div``
-and ``torch.nn.KLDivLoss.forward``; each checked call is diagnosed from its
-live tensors and reported as a warning, an error or a log line.
+``kl_guard.install()`` at the start of training patches ``torch.nn.functional.kl_div``,
+``torch.nn.KLDivLoss.forward`` and the op ``torch.kl_div``; each checked call is
+diagnosed from its live tensors and reported as a warning, an error or a log line.
 """
 
 from __future__ import annotations

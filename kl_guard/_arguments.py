@@ -1,4 +1,4 @@
-"""A call's arguments by name: ``F.kl_div``'s positional order, a module's reduction and flag."""
+"""A call's arguments by name: ``F.kl_div``'s or the op's order, a module's reduction and flag."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from kl_guard import _check
 from kl_guard._call import Call
+from kl_guard._reduction import op_reduction
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
@@ -17,10 +18,20 @@ _FUNCTIONAL_DEFAULTS: dict[str, Any] = {
     "reduction": "mean",
     "log_target": False,
 }
+# torch.kl_div(input, target, reduction=1, *, log_target=False): reduction is an enum
+_OP_PARAMS = ("input", "target", "reduction")
+_OP_DEFAULTS: dict[str, Any] = {"reduction": 1, "log_target": False}
 
 
-def bind_arguments(args: Args, kwargs: Kwargs, instance: Any) -> dict[str, Any]:
-    """The call's arguments by name, a module's reduction and log_target included."""
+def bind_arguments(args: Args, kwargs: Kwargs, instance: Any, op: bool = False) -> dict[str, Any]:
+    """The call's arguments by name, a module's reduction and log_target included;
+    for the op (``op``), its reduction as F.kl_div names it."""
+    if op:
+        bound = dict(_OP_DEFAULTS)
+        bound.update({_OP_PARAMS[i]: arg for i, arg in enumerate(args)})
+        bound.update(kwargs)
+        bound["reduction"] = op_reduction(bound["reduction"])
+        return bound
     if instance is None:
         bound = dict(_FUNCTIONAL_DEFAULTS)
         # by index, not zip(): dynamo traces this (``_recorder``); older ones fail on zip(strict=)
@@ -35,12 +46,14 @@ def bind_arguments(args: Args, kwargs: Kwargs, instance: Any) -> dict[str, Any]:
     return bound
 
 
-def call_of(args: Args, kwargs: Kwargs, instance: Any) -> tuple[Call | None, dict[str, Any]]:
-    bound = bind_arguments(args, kwargs, instance)
+def call_of(
+    args: Args, kwargs: Kwargs, instance: Any, op: bool = False
+) -> tuple[Call | None, dict[str, Any]]:
+    bound = bind_arguments(args, kwargs, instance, op)
     call = _check.describe(
         bound.get("input"),
         bound.get("target"),
-        api="function" if instance is None else "module",
+        api="op" if op else "function" if instance is None else "module",
         size_average=bound.get("size_average"),
         reduce=bound.get("reduce"),
         reduction=bound.get("reduction", "mean"),

@@ -7,7 +7,8 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Literal
 
-Api = Literal["function", "module"]
+#: How the call was made: ``F.kl_div``, ``nn.KLDivLoss``, or the op ``torch.kl_div``.
+Api = Literal["function", "module", "op"]
 
 _DTYPE_ABBREVIATIONS = {
     "float64": "f64",

@@ -249,7 +249,8 @@ def _checked_call(
     result = _call(wrapped, instance, args, kwargs)
     if prepared is None:  # half prepared: leave the call alone
         return result
-    outcome = _reporting.safely(_findings_of, args, kwargs, instance, view, result, frame)
+    op = wrapped is PATCH.op
+    outcome = _reporting.safely(_findings_of, args, kwargs, instance, op, view, result, frame)
     if outcome is not None and outcome[0]:
         _reporting.report(outcome[0], view.config, view.records, outcome[1])
     return result
@@ -264,7 +265,8 @@ def torch_kl_div(*args: Any, **kwargs: Any) -> Any:
     call again is this call's, not one of its own.
     """
     PATCH.filter_mean_warning()
-    return _module_call(PATCH.original("kl_div") or torch.nn.functional.kl_div, args, kwargs)
+    functional = PATCH.callee(_patch.FUNCTIONAL) or torch.nn.functional.kl_div
+    return _module_call(functional, args, kwargs)
 
 
 def traced_call_ran(
@@ -309,10 +311,16 @@ def _prepare() -> bool:
 
 
 def _findings_of(
-    args: Args, kwargs: Kwargs, instance: Any, view: View, result: Any, frame: FrameType | None
+    args: Args,
+    kwargs: Kwargs,
+    instance: Any,
+    op: bool,
+    view: View,
+    result: Any,
+    frame: FrameType | None,
 ) -> tuple[list[Finding], CallSite | None]:
     """The findings of a checked call, now, or none yet when its check is deferred."""
-    call, bound = _arguments.call_of(args, kwargs, instance)
+    call, bound = _arguments.call_of(args, kwargs, instance, op)
     if call is None:
         return [], None
     return _findings_at(call, bound["input"], bound["target"], result, view, frame, instance)
@@ -351,15 +359,17 @@ def _traced_call(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs, vi
     """A call run by a tracing pass of torch.compile or torch.export (see ``_compiled``)."""
     __tracebackhide__ = True  # see _reporting.emit
     view.schedule.traced += 1
-    outcome = _reporting.safely(_trace, args, kwargs, instance)
+    outcome = _reporting.safely(_trace, args, kwargs, instance, wrapped is PATCH.op)
     if outcome is not None and outcome[0]:
         config = _compiled.trace_config(view.config)
         _reporting.report(outcome[0], config, view.records, outcome[1])
     return _call(wrapped, instance, args, kwargs)
 
 
-def _trace(args: Args, kwargs: Kwargs, instance: Any) -> tuple[list[Finding], CallSite | None]:
+def _trace(
+    args: Args, kwargs: Kwargs, instance: Any, op: bool
+) -> tuple[list[Finding], CallSite | None]:
     PATCH.filter_mean_warning()
-    call, _ = _arguments.call_of(args, kwargs, instance)
+    call, _ = _arguments.call_of(args, kwargs, instance, op)
     site = _sites.site_of(_sites.user_frame(1))
     return _compiled.trace_findings(call, site), site

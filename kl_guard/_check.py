@@ -334,7 +334,7 @@ def kl_div_unchecked(
     """The loss torch computes, without the patched entry points or torch's warning."""
     enum = REDUCTION_ENUM[reduction]
     with torch.no_grad():
-        loss = torch.kl_div(input, target, enum, log_target=log_target)
+        loss: torch.Tensor = _compat.KL_DIV_OP(input, target, enum, log_target=log_target)
         if reduction == "batchmean" and input.dim() != 0:
             loss = loss / input.size(0)
     return loss

@@ -16,6 +16,7 @@ import functools
 import os
 import re
 import sys
+import types
 import warnings
 from collections.abc import Callable
 from types import FrameType
@@ -164,6 +165,76 @@ def _torch_warns_with_stacklevel() -> bool:
 #: Whether torch's 'mean' warning names the frame that called ``F.kl_div``
 #: (else torch.nn.functional's own): decided once, by one call of torch's.
 TORCH_WARNS_WITH_STACKLEVEL = _torch_warns_with_stacklevel()
+
+
+# -- torch.kl_div, the op F.kl_div calls --------------------------------------
+#: torch's ``kl_div`` op as torch defines it, taken before kl_guard patches
+#: ``torch.kl_div``: kl_guard's own computations call it.
+KL_DIV_OP: Callable[..., Any] = torch.kl_div
+
+
+def calling_op(function: Callable[..., Any], op: Callable[..., Any]) -> Callable[..., Any] | None:
+    """A copy of torch's ``function`` (``F.kl_div``) whose ``torch.kl_div`` is ``op``.
+
+    ``F.kl_div`` looks ``torch`` up in its module's globals on every call, so
+    a patch on ``torch.kl_div`` would run inside every ``F.kl_div`` call. The
+    copy runs the same code with a snapshot of those globals in which
+    ``torch`` is a stand-in module: ``kl_div`` is ``op``, every other name is
+    torch's. It costs the call nothing. The caller points the copy's own name
+    (``kl_div``, which the code passes to ``handle_torch_function``) at its
+    patch. None (the fallback: ``torch.kl_div`` is left unpatched) where the
+    function is not plain Python code naming ``torch`` without a closure
+    (another tool's patch on ``F.kl_div`` under kl_guard's, too: the copy would skip it).
+    """
+    # type(), not isinstance(): another tool's wrapper passes for the function it wraps
+    plain = (
+        type(function) is types.FunctionType
+        and function.__closure__ is None
+        and "torch" in function.__code__.co_names
+    )
+    if not _primary("functional_calls_op_copy", plain):
+        return None
+    assert isinstance(function, types.FunctionType)
+    stand_in = types.ModuleType(torch.__name__, torch.__doc__)
+    stand_in.kl_div = op  # type: ignore[attr-defined]
+    stand_in.__getattr__ = functools.partial(getattr, torch)  # type: ignore[method-assign]
+    copy = types.FunctionType(
+        function.__code__,
+        {**function.__globals__, "torch": stand_in},
+        function.__name__,
+        function.__defaults__,
+    )
+    copy.__kwdefaults__ = function.__kwdefaults__
+    copy.__qualname__ = function.__qualname__
+    copy.__module__ = function.__module__
+    copy.__doc__ = function.__doc__
+    copy.__annotations__ = function.__annotations__
+    copy.__dict__.update(function.__dict__)
+    return copy
+
+
+def script_as_op(wrapper: object, op: object) -> bool:
+    """Have ``torch.jit.script`` compile a call of ``wrapper`` as the builtin op
+    ``op`` is (``aten::kl_div``), as it would a call of ``op``; False where
+    TorchScript's table of builtins cannot be reached (the fallback: the op
+    is left unpatched, so that scripted code keeps compiling)."""
+    builtins = getattr(torch.jit, "_builtins", None)
+    find = getattr(builtins, "_find_builtin", None)
+    register = getattr(builtins, "_register_builtin", None)
+    name = find(op) if find is not None else None
+    if not _primary("script_builtin", register is not None and name is not None):
+        return False
+    assert register is not None
+    register(wrapper, name)
+    return True
+
+
+def unscript(wrapper: object) -> None:
+    """Undo :func:`script_as_op`: the table is keyed by ``id()``, which a later
+    object may reuse once ``wrapper`` is gone."""
+    table = getattr(getattr(torch.jit, "_builtins", None), "_builtin_table", None)
+    if isinstance(table, dict):
+        table.pop(id(wrapper), None)
 
 
 # -- wrapt --------------------------------------------------------------------

@@ -80,6 +80,8 @@ def _reduction_mean(call: Call, shape: tuple[int, ...]) -> Diagnosis:
             source += " (a string there is only truthy; it is not a reduction)"
     elif call.api == "module":
         source = "the module's reduction is 'mean' (nn.KLDivLoss's default)"
+    elif call.api == "op":
+        source = "the op torch.kl_div is called with reduction 1, 'mean' (its default)"
     else:
         source = (
             "reduction='mean' was passed"

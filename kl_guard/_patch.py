@@ -23,14 +23,18 @@ import wrapt
 
 from kl_guard import _compat
 
-#: Each entry point: (module, attribute path).
 #: Each entry point: (module, attribute path, role). The "call" targets are
 #: checked; "built" records where each ``nn.KLDivLoss`` is constructed.
 TARGETS = (
     ("torch.nn.functional", "kl_div", "call"),
+    ("torch", "kl_div", "call"),
     ("torch.nn.modules.loss", "KLDivLoss.forward", "call"),
     ("torch.nn.modules.loss", "KLDivLoss.__init__", "built"),
 )
+
+#: ``F.kl_div``, and the op it calls (``torch.kl_div``), by (module, attribute path).
+FUNCTIONAL = ("torch.nn.functional", "kl_div")
+OP = ("torch", "kl_div")
 
 #: The module whose frames call torch's ``F.kl_div`` for a patched call.
 CALLER_MODULE = "kl_guard._calls"
@@ -78,14 +82,32 @@ class Wrapper(wrapt.FunctionWrapper[..., Any]):
 
 class FunctionalWrapper(Wrapper):
     """The wrapper of a function of ``torch.nn.functional`` (``F.kl_div``): what
-    torch.compile traces in its place is set by ``_recorder``."""
+    torch.compile traces in its place is set by ``_recorder``.
+
+    It calls a copy of torch's function (``_compat.calling_op``); its
+    ``__wrapped__`` says torch's own, as for any other wrapper.
+    """
+
+    @property
+    def __wrapped__(self) -> Any:  # type: ignore[override]
+        return self._self_torch_function
+
+
+class OpWrapper(Wrapper):
+    """The wrapper of ``torch.kl_div``: pickles by the name the op has on ``torch``
+    (its qualified name is that of a method of a private class)."""
+
+    def __reduce_ex__(self, protocol: object) -> str:
+        return str(self.__name__)
 
 
 @dataclasses.dataclass
 class _Applied:
+    path: tuple[str, str]
     owner: Any
     attribute: str
     original: Any
+    callee: Any  # what the wrapper calls: the original, or F.kl_div's copy
     wrapper: Any
     # wrapt tests ``enabled`` on every call before calling the wrapper: a
     # list's truth is a C-level test, and ``switch.clear()`` turns ours off.
@@ -93,12 +115,22 @@ class _Applied:
 
 
 def wrap(
-    owner: Any, original: Callable[..., Any], wrapper: Callable[..., Any], enabled: object
+    owner: Any,
+    original: Callable[..., Any],
+    wrapper: Callable[..., Any],
+    enabled: object,
+    callee: Callable[..., Any] | None = None,
 ) -> Any:
-    """A :class:`Wrapper` of ``owner``'s ``original`` (as cheap to call as wrapt allows)."""
+    """A :class:`Wrapper` of ``owner``'s ``original`` that calls ``callee`` (by
+    default ``original``), as cheap to call as wrapt allows."""
+    callee = callee or original
     if inspect.ismodule(owner) and inspect.isfunction(original):  # never bound as a method
-        return _compat.function_wrapper(FunctionalWrapper, original, wrapper, enabled)
-    return Wrapper(original, wrapper, enabled=enabled)  # type: ignore[arg-type]
+        wrapped = _compat.function_wrapper(FunctionalWrapper, callee, wrapper, enabled)
+        wrapped._self_torch_function = original
+        return wrapped
+    if inspect.ismodule(owner) and inspect.isbuiltin(original):
+        return OpWrapper(callee, wrapper, enabled=enabled)  # type: ignore[arg-type]
+    return Wrapper(callee, wrapper, enabled=enabled)  # type: ignore[arg-type]
 
 
 class Patch:
@@ -107,28 +139,47 @@ class Patch:
     def __init__(self) -> None:
         self.lock = threading.RLock()
         self._applied: list[_Applied] = []
+        #: the op the patch on ``torch.kl_div`` calls (None when it is not patched):
+        #: ``wrapped`` is this object exactly when the wrapper runs for a direct call
+        self.op: object = None
 
     @property
     def on(self) -> bool:
         return bool(self._applied)
 
     def apply(self, wrappers: Mapping[str, Callable[..., Any]]) -> None:
-        """Wrap every target with the wrapper of its role (lock held; a no-op when on)."""
+        """Wrap every target with the wrapper of its role (lock held; a no-op when on).
+
+        ``torch.kl_div`` is patched only where ``F.kl_div``'s own call of it
+        can pass the patch by (``_compat.calling_op``): else every
+        ``F.kl_div`` call would pay for a second wrapper.
+        """
         if self._applied:
             return
+        op = wrapt.resolve_path(*OP)[2]
+        functional = _compat.calling_op(wrapt.resolve_path(*FUNCTIONAL)[2], op)
         for module, name, role in TARGETS:
+            if (module, name) == OP and functional is None:
+                continue
             owner, attribute, original = wrapt.resolve_path(module, name)
-            applied = _Applied(owner, attribute, original, None)
-            applied.wrapper = wrap(owner, original, wrappers[role], applied.switch)
+            callee = functional if (module, name) == FUNCTIONAL and functional else original
+            applied = _Applied((module, name), owner, attribute, original, callee, None)
+            applied.wrapper = wrap(owner, original, wrappers[role], applied.switch, callee)
+            if (module, name) == OP and not _compat.script_as_op(applied.wrapper, original):
+                continue
+            if callee is not original:  # the name torch passes to handle_torch_function
+                callee.__globals__[attribute] = applied.wrapper
             wrapt.apply_patch(owner, attribute, applied.wrapper)
             self._applied.append(applied)
+            if (module, name) == OP:
+                self.op = original
             if inspect.ismodule(owner):
                 rebind(original, applied.wrapper)
         self.filter_mean_warning()
 
-    def original(self, attribute: str) -> Callable[..., Any] | None:
-        """What the patch wraps at ``attribute`` of its owner (None when off)."""
-        return next((a.original for a in self._applied if a.attribute == attribute), None)
+    def callee(self, path: tuple[str, str]) -> Callable[..., Any] | None:
+        """What the wrapper at ``path`` (module, attribute path) calls (None when off)."""
+        return next((a.callee for a in self._applied if a.path == path), None)
 
     def remove(self) -> None:
         """Put the originals back where our wrapper is still the attribute (lock held).
@@ -141,8 +192,11 @@ class Patch:
                 setattr(applied.owner, applied.attribute, applied.original)
             if inspect.ismodule(applied.owner):
                 rebind(applied.wrapper, applied.original)
+            if applied.path == OP:
+                _compat.unscript(applied.wrapper)
             applied.switch.clear()
         self._applied.clear()
+        self.op = None
         _unfilter_mean_warning()
 
     def filter_mean_warning(self) -> None:

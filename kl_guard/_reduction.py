@@ -1,4 +1,4 @@
-"""Torch's reduction rules: the deprecated ``size_average``/``reduce`` pair to a reduction.
+"""Torch's reduction rules: the legacy ``size_average``/``reduce`` pair, or an enum, to a reduction.
 
 Imports nothing but the standard library: the runtime check and the static
 linter both resolve a call's reduction here.
@@ -16,3 +16,13 @@ def resolve_reduction(size_average: object, reduce: object, reduction: object) -
     if average and reducing:
         return "mean"
     return "sum" if reducing else "none"
+
+
+def op_reduction(enum: object) -> str:
+    """The reduction the op ``torch.kl_div`` applies for its ``reduction`` enum
+    (``torch.nn._reduction.get_enum``): 1 is 'mean', 2 'sum', any other 'none',
+    as ATen's ``apply_loss_reduction`` reads it. 'batchmean' exists only in
+    ``F.kl_div``, which divides the op's sum itself."""
+    if isinstance(enum, int) and enum in (1, 2):
+        return "mean" if enum == 1 else "sum"
+    return "none"

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import wrapt
 
 import kl_guard
-from helpers import ORIGINAL, probs_input
+from helpers import ORIGINAL, marked_line, probs_input
 from kl_guard import _patch
 
 SOURCE = """\
@@ -78,13 +78,20 @@ def test_torch_and_kl_guard_keep_the_original() -> None:
         del vars(holder)["_klg_test_reference"]
 
 
-def test_a_local_reference_is_not_rebound() -> None:
-    """Locals, closures, containers and default arguments keep what they hold (README, Limits)."""
+def test_a_local_reference_is_not_rebound_but_its_op_is_checked() -> None:
+    """Locals, closures, containers and default arguments keep what they hold
+    (README, Limits); torch's F.kl_div they call then calls the patched
+    ``torch.kl_div``, checked at the user's line."""
     cached = F.kl_div
-    kl_guard.install(mode="raise", check_every=1)
+    kl_guard.install(mode="log", check_every=1)
     assert cached is ORIGINAL.kl_div
-    cached(*probs_input(), reduction="batchmean")  # not checked: no error
-    assert kl_guard.findings() == []
+    cached(*probs_input(), reduction="batchmean")  # a cached reference's call
+    line = marked_line(__file__, "a cached reference's call")
+    location = f"tests/test_cached_references.py:{line}"
+    assert [(f.code, f.location) for f in kl_guard.findings()] == [
+        ("KLG003", location),
+        ("KLG004", location),
+    ]
 
 
 def test_rebind_counts_what_it_changed(user_module: types.ModuleType) -> None:

@@ -18,6 +18,7 @@ from torch import nn
 
 import kl_guard
 from helpers import logits
+from kl_guard import _compat
 
 TARGETS = [
     ("torch.nn.functional", "kl_div"),
@@ -77,7 +78,9 @@ def checks() -> int:
 def expect(name: str, other: OtherPatch | None, *, checked: bool) -> None:
     """One call: the other patch sees it if applied; kl_guard checks it once if installed."""
     before_other, before_checks = other.calls if other else 0, checks()
-    expected = torch.kl_div(F.softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1), 2) / 8
+    # the op as torch defines it: a call of torch.kl_div is checked while installed
+    op = _compat.KL_DIV_OP
+    expected = op(F.softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1), 2) / 8
     assert torch.equal(call(name), expected)
     if other is not None:
         assert other.calls == before_other + 1

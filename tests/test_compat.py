@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import kl_guard
-from kl_guard import _compat
+from kl_guard import _compat, _patch
 
 
 def test_every_primary_path_is_in_use() -> None:
@@ -44,6 +44,8 @@ def test_every_primary_path_is_in_use() -> None:
         "traced_stack",
         "is_exporting",
         "side_effect_op",
+        "functional_calls_op_copy",
+        "script_builtin",
     }
 
 
@@ -51,6 +53,47 @@ def test_the_patch_uses_wrapts_builtin_binding() -> None:
     kl_guard.install()
     # the "builtin" binding: wrapt does not look up __self__ on every call
     assert F.kl_div._self_binding == "builtin"  # type: ignore[attr-defined]
+
+
+def test_f_kl_div_calls_a_copy_whose_torch_kl_div_is_the_op() -> None:
+    """The copy that the patched F.kl_div calls is torch's code, every global it
+    loads is the module's, and only ``torch.kl_div`` (the op, not its patch) and
+    its own name (the patch, as torch's module says) differ: an upstream change
+    to F.kl_div's body that this misses fails here."""
+    op = torch.kl_div
+    kl_guard.install()
+    original = F.kl_div.__wrapped__  # type: ignore[attr-defined]
+    copy = _patch.PATCH.callee(_patch.FUNCTIONAL)
+    assert copy is not original and copy.__code__ is original.__code__  # type: ignore[union-attr]
+    names = set(original.__code__.co_names) & set(vars(F))
+    assert {"torch", "kl_div", "warnings", "handle_torch_function"} <= names
+    for name in names - {"torch", "kl_div"}:
+        assert copy.__globals__[name] is vars(F)[name], name  # type: ignore[union-attr]
+    assert copy.__globals__["kl_div"] is F.kl_div  # type: ignore[union-attr]
+    stand_in = copy.__globals__["torch"]  # type: ignore[union-attr]
+    assert stand_in.kl_div is op and torch.kl_div is not op
+    assert stand_in.Tensor is torch.Tensor  # any other name is torch's
+    assert (copy.__defaults__, copy.__kwdefaults__) == (  # type: ignore[union-attr]
+        original.__defaults__,
+        original.__kwdefaults__,
+    )
+
+
+@pytest.mark.parametrize("missing", ["calling_op", "script_as_op"])
+def test_without_the_copy_or_torchscripts_table_torch_kl_div_is_left_unpatched(
+    monkeypatch: pytest.MonkeyPatch, missing: str
+) -> None:
+    """Each fallback leaves the op alone (direct calls unchecked, as before
+    issue 13) rather than tax every F.kl_div call or break TorchScript."""
+    fallback = {"calling_op": lambda function, op: None, "script_as_op": lambda w, op: False}
+    monkeypatch.setattr(_compat, missing, fallback[missing])
+    op = torch.kl_div
+    kl_guard.install(mode="log", check_every=1)
+    assert torch.kl_div is op and _patch.PATCH.op is None
+    log_p, q = F.log_softmax(torch.zeros(2, 3), 1), F.softmax(torch.zeros(2, 3), 1)
+    torch.kl_div(log_p, q, 2)
+    F.kl_div(log_p, q, reduction="sum")
+    assert kl_guard.counts().seen == 1
 
 
 def test_the_filters_fallback_drops_warning_caches(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -48,6 +48,7 @@ def test_ten_thousand_calls_keep_memory_flat() -> None:
     _statistics._flat_row_index.cache_clear()
     _check._CALLS.clear()
     _check._KNOWN.clear()
+    _sites._file_kinds.clear()  # the files of this loop's frames, not of the whole session
     tracemalloc.start()
     try:
         kl_guard.install(mode="log", check_every=1, sample_rows=SAMPLE_ROWS)
