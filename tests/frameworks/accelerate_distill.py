@@ -1,4 +1,4 @@
-"""Token-level distillation of a tiny GPT-2 with Accelerate: ``accelerate launch ... accelerate_distill.py``.
+"""Token-level distillation of tiny GPT-2s with Accelerate: ``accelerate launch ... [--misuse]``.
 
 Teacher and student are random GPT-2 models built from configs (nothing is
 downloaded); the student learns the teacher's next-token distributions over a
@@ -38,7 +38,7 @@ def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, misuse: bool
     log_p = F.log_softmax(student / TEMPERATURE, dim=-1).flatten(0, 1)
     log_q = F.log_softmax(teacher / TEMPERATURE, dim=-1).flatten(0, 1)
     if misuse:
-        loss = nn.KLDivLoss(log_target=True)(log_p, log_q)  # misuse
+        loss: torch.Tensor = nn.KLDivLoss(log_target=True)(log_p, log_q)  # misuse
     else:
         loss = F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)  # correct
     return loss * TEMPERATURE**2

@@ -1,4 +1,4 @@
-"""Knowledge distillation with Lightning on CPU: ``python lightning_distill.py STRATEGY [--misuse]``.
+"""Distillation with Lightning on CPU: ``python lightning_distill.py STRATEGY [--misuse]``.
 
 A frozen teacher and a smaller student, both random MLPs, trained for a few
 steps on two CPU processes (gloo) with ``Trainer(strategy=STRATEGY)``

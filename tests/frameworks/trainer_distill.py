@@ -28,8 +28,8 @@ def bert(layers: int, width: int) -> BertForSequenceClassification:
         num_attention_heads=2,
         intermediate_size=2 * width,
         max_position_embeddings=LENGTH,
-        num_labels=LABELS,
     )
+    config.num_labels = LABELS
     return BertForSequenceClassification(config)
 
 
@@ -49,7 +49,8 @@ class Tokens(Dataset[dict[str, torch.Tensor]]):
 def kl_term(student: torch.Tensor, teacher: torch.Tensor, misuse: bool) -> torch.Tensor:
     q = F.softmax(teacher / TEMPERATURE, dim=-1)
     if misuse:
-        loss = F.kl_div(F.softmax(student / TEMPERATURE, dim=-1), q, reduction="batchmean")  # misuse
+        p = F.softmax(student / TEMPERATURE, dim=-1)
+        loss = F.kl_div(p, q, reduction="batchmean")  # misuse
     else:
         log_p = F.log_softmax(student / TEMPERATURE, dim=-1)
         loss = F.kl_div(log_p, q, reduction="batchmean")  # correct
