@@ -1,0 +1,71 @@
+"""Distillation with Lightning on CPU: ``python lightning_distill.py STRATEGY [--misuse]``.
+
+A frozen teacher and a smaller student, both random MLPs, trained for a few
+steps on two CPU processes (gloo) with ``Trainer(strategy=STRATEGY)``
+(``ddp`` or ``ddp_spawn``). The loss is a temperature-scaled KL divergence;
+``--misuse`` passes the teacher's raw logits as the target.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+FEATURES, CLASSES, TEMPERATURE = 16, 10, 2.0
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, misuse: bool) -> torch.Tensor:
+    log_p = F.log_softmax(student / TEMPERATURE, dim=-1)
+    if misuse:
+        loss = F.kl_div(log_p, teacher / TEMPERATURE, reduction="batchmean")  # misuse
+    else:
+        log_q = F.log_softmax(teacher / TEMPERATURE, dim=-1)
+        loss = F.kl_div(log_p, log_q, reduction="batchmean", log_target=True)  # correct
+    return loss * TEMPERATURE**2
+
+
+class Distillation(L.LightningModule):
+    def __init__(self, misuse: bool) -> None:
+        super().__init__()
+        self.misuse = misuse
+        self.teacher = nn.Sequential(nn.Linear(FEATURES, 64), nn.ReLU(), nn.Linear(64, CLASSES))
+        self.teacher.requires_grad_(False)
+        self.student = nn.Sequential(nn.Linear(FEATURES, 16), nn.ReLU(), nn.Linear(16, CLASSES))
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        (x,) = batch
+        with torch.no_grad():
+            teacher = self.teacher(x)
+        return distillation_loss(self.student(x), teacher, self.misuse)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.student.parameters(), lr=0.1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("strategy", choices=["ddp", "ddp_spawn"])
+    parser.add_argument("--misuse", action="store_true")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    data = DataLoader(TensorDataset(torch.randn(64, FEATURES)), batch_size=8)
+    trainer = L.Trainer(
+        accelerator="cpu",
+        devices=2,
+        strategy=args.strategy,
+        max_steps=4,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    trainer.fit(Distillation(args.misuse), data)
+
+
+if __name__ == "__main__":
+    main()

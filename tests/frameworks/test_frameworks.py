@@ -1,0 +1,209 @@
+"""The framework launchers under ``python -m kl_guard run``, as a user runs them.
+
+Lightning (``ddp``, ``ddp_spawn``), ``accelerate launch`` and the Hugging Face
+Trainer (one process, and two ranks under torchrun) each train a tiny random
+teacher and student on CPU (gloo), once with a correct KL loss and once with a
+planted misuse, in warn and raise mode. Each run must end within its timeout
+with one summary and one JSON that name every rank, the misuse found once per
+rank, and the exit status of the mode. The frameworks are no dependency of
+kl_guard: ``.ci/frameworks`` installs pinned releases in a scratch environment
+and runs this module; without them it is skipped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+HERE = Path(__file__).parent
+TIMEOUT = 240
+
+TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
+# Two CPU processes: on a machine without GPUs, --multi_gpu gives two gloo ranks through
+# torch.distributed.run; --cpu --num_processes 2 gives one process (no mpirun).
+ACCELERATE = ("--multi_gpu", "--num_processes", "2")
+
+_LIGHTNING_DDP_RANK_0 = (
+    "Lightning's ddp: rank 0 is the runner's own process, whose record has no rank "
+    "('pid N'), and rank 1, a child Lightning never waits for, often writes its record "
+    "after the runner has collected the records and removed their folder"
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Launcher:
+    framework: str
+    script: str
+    #: the command line after ``python -m kl_guard run``; ``{out}`` is a scratch folder
+    program: tuple[str, ...]
+    ranks: tuple[int, ...]
+    #: the codes the planted misuse gets on each rank
+    codes: frozenset[str]
+    xfail: str | None = None
+
+
+LAUNCHERS = {
+    "lightning-ddp": Launcher(
+        "lightning",
+        "lightning_distill.py",
+        ("lightning_distill.py", "ddp"),
+        (0, 1),
+        frozenset({"KLG007", "KLG004"}),
+        xfail=_LIGHTNING_DDP_RANK_0,
+    ),
+    "lightning-ddp_spawn": Launcher(
+        "lightning",
+        "lightning_distill.py",
+        ("lightning_distill.py", "ddp_spawn"),
+        (0, 1),
+        frozenset({"KLG007", "KLG004"}),
+    ),
+    "accelerate-launch": Launcher(
+        "accelerate",
+        "accelerate_distill.py",
+        ("accelerate", "launch", *ACCELERATE, "accelerate_distill.py"),
+        (0, 1),
+        frozenset({"KLG001"}),
+    ),
+    "accelerate-module": Launcher(
+        "accelerate",
+        "accelerate_distill.py",
+        ("-m", "accelerate.commands.launch", *ACCELERATE, "accelerate_distill.py"),
+        (0, 1),
+        frozenset({"KLG001"}),
+    ),
+    "trainer": Launcher(
+        "transformers",
+        "trainer_distill.py",
+        ("trainer_distill.py", "{out}"),
+        (),
+        frozenset({"KLG003", "KLG004"}),
+    ),
+    "trainer-torchrun": Launcher(
+        "transformers",
+        "trainer_distill.py",
+        (*TORCHRUN, "trainer_distill.py", "{out}"),
+        (0, 1),
+        frozenset({"KLG003", "KLG004"}),
+    ),
+}
+
+
+def _params() -> list[Any]:
+    params = []
+    for name, launcher in LAUNCHERS.items():
+        marks = []
+        if importlib.util.find_spec(launcher.framework) is None:
+            marks.append(
+                pytest.mark.skip(
+                    reason=f"{launcher.framework} is not installed (bash .ci/frameworks runs these)"
+                )
+            )
+        elif launcher.xfail is not None:
+            marks.append(pytest.mark.xfail(reason=launcher.xfail, strict=True))
+        for misuse in (False, True):
+            for mode in ("warn", "raise"):
+                variant = "misuse" if misuse else "correct"
+                params.append(
+                    pytest.param(launcher, misuse, mode, marks=marks, id=f"{name}-{variant}-{mode}")
+                )
+    return params
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    status: int
+    stderr: str
+    report: dict[str, Any]
+
+    @property
+    def summary(self) -> list[str]:
+        return self.stderr[self.stderr.rindex("kl_guard summary") :].splitlines()
+
+
+def run_job(tmp_path: Path, launcher: Launcher, misuse: bool, mode: str) -> Job:
+    shutil.copy(HERE / launcher.script, tmp_path)
+    program = [arg.format(out=tmp_path / "out") for arg in launcher.program]
+    if misuse:
+        program.append("--misuse")
+    command = [sys.executable, "-m", "kl_guard", "run", "--mode", mode, "--json", "r.json"]
+    env = {
+        **os.environ,
+        # one intra-op thread per process: the ranks share a few cores
+        "OMP_NUM_THREADS": "1",
+        # models come from configs; nothing is downloaded, no user config is read
+        "HF_HUB_OFFLINE": "1",
+        "HF_HOME": str(tmp_path / "hf"),
+    }
+    try:
+        done = subprocess.run(
+            [*command, *program],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+        pytest.fail(f"{' '.join(program)} still ran after {TIMEOUT} s\n{stderr[-4000:]}")
+    assert "kl_guard summary" in done.stderr, done.stderr[-4000:]
+    report = json.loads((tmp_path / "r.json").read_text())
+    return Job(done.returncode, done.stderr, report)
+
+
+def misuse_line(script: str) -> str:
+    lines = (HERE / script).read_text().splitlines()
+    return f"{script}:{next(i for i, text in enumerate(lines, 1) if '# misuse' in text)}"
+
+
+@pytest.mark.parametrize(("launcher", "misuse", "mode"), _params())
+def test_a_launcher_gives_one_summary_json_and_status(
+    tmp_path: Path, launcher: Launcher, misuse: bool, mode: str
+) -> None:
+    job = run_job(tmp_path, launcher, misuse, mode)
+    context = "\n".join(job.stderr.splitlines()[-60:])
+    expected = 1 if misuse and mode == "raise" else 0
+    assert job.status == expected, context
+    assert job.report["exit_status"] == expected
+
+    # Every rank is there, labelled, and saw (and checked) its KL calls.
+    processes = job.report["processes"]
+    ranked = [p for p in processes if p["rank"] is not None]
+    assert sorted(p["rank"] for p in ranked) == list(launcher.ranks), context
+    assert all(p["calls"]["checked"] > 0 for p in ranked), processes
+    for rank in launcher.ranks:
+        assert any(line.strip().startswith(f"rank {rank}: ") for line in job.summary), context
+    unranked = [p for p in processes if p["rank"] is None]
+    # the launcher's own process, or the single process of a run without ranks
+    assert len(unranked) <= 1, processes
+    checked = job.report["calls"]["checked"]
+    assert checked > 0
+
+    found = {(f["location"], f["code"], f["rank"]) for f in job.report["findings"]}
+    assert len(found) == len(job.report["findings"]), "a finding repeated for one rank"
+    if not misuse:
+        assert found == set(), context
+        assert job.summary[0].startswith(f"kl_guard summary (mode={mode}): no findings in "), (
+            context
+        )
+        assert f"({checked} checked from their tensors)" in job.summary[0]
+        return
+    line = misuse_line(launcher.script)
+    ranks: tuple[int | None, ...] = launcher.ranks or (None,)
+    assert found == {(line, code, rank) for code in launcher.codes for rank in ranks}, context
+    for rank in launcher.ranks:
+        labelled = f"{line} (rank {rank})"
+        assert sum(labelled in text for text in job.summary) == len(launcher.codes), context
