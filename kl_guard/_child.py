@@ -92,6 +92,8 @@ class Part:
         #: worker's own exit).
         self.terminated = False
         self.written = False
+        #: The descriptor of the lock that says this process is alive (``_processes.hold``)
+        self.lock: int | None = None
 
     def after_fork(self) -> None:
         """In a forked child: start this process's own record from what it inherited."""
@@ -102,6 +104,9 @@ class Part:
         _deferred.forget()  # the parent's pending checks: the parent reports them
         findings = self.guard.findings
         self.inherited = (self.guard.counts, {(f.location, f.code): f.count for f in findings})
+        if self.lock is not None:
+            os.close(self.lock)  # the parent's lock file: the child holds no lock on it
+        self.lock = _processes.hold(self.folder)
         _finish_at_sigterm()
         self.guard.on_new_finding(self.wrote_finding)
         _say_failure(self.write, complete=False)
@@ -120,7 +125,7 @@ class Part:
                 findings.append(dataclasses.replace(f, count=count))
         process = _processes.Process(
             self.pid,
-            _rank(findings),
+            rank_of(findings),
             tuple(sys.argv),
             self.guard.counts - counts,
             tuple(findings),
@@ -150,6 +155,7 @@ def follow(guard: Guard, folder: str, *, own: bool) -> Part:
     global _PART
     part = _PART = Part(guard, folder, own=own)
     if not own:
+        part.lock = _processes.hold(folder)
         guard.on_new_finding(part.wrote_finding)
         _say_failure(part.write, complete=False)
         _finish_at_sigterm()
@@ -205,7 +211,7 @@ def _say_failure(write: Callable[..., None], *, complete: bool) -> None:
         print(f"kl_guard: process {os.getpid()} could not write its record: {exc}", file=sys.stderr)
 
 
-def _rank(findings: Sequence[Finding]) -> int | None:
+def rank_of(findings: Sequence[Finding]) -> int | None:
     """This process's rank: torchrun's ``RANK``, else torch.distributed's, else its findings'."""
     rank = os.environ.get("RANK", "")
     if rank.isdigit():

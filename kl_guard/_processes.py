@@ -15,11 +15,15 @@ import dataclasses
 import json
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from kl_guard._findings import Counts, Finding
+
+if sys.platform != "win32":
+    import fcntl
 
 #: The run's settings and folder, as JSON: what makes a child start kl_guard.
 ENV = "KL_GUARD_RUN"
@@ -38,6 +42,8 @@ class Process:
     #: False for a process that started but was ended before it wrote its whole
     #: record (killed, or ``os._exit`` outside ``multiprocessing``)
     complete: bool = True
+    #: Still running when the runner gave up waiting for its whole record
+    running: bool = False
 
     def label(self) -> str:
         return f"rank {self.rank}" if self.rank is not None else f"pid {self.pid}"
@@ -88,6 +94,39 @@ def write(folder: str, process: Process) -> None:
     with open(path + ".tmp", "w", encoding="utf-8") as file:
         json.dump(record, file)
     os.replace(path + ".tmp", path)
+
+
+def hold(folder: str) -> int | None:
+    """Lock ``<pid>.lock`` in ``folder`` for the rest of this process's life; its descriptor.
+
+    The system lets go of the lock when the process ends, however it ends
+    (SIGKILL included), and a forked child does not inherit it: the runner
+    asks :func:`running` whether a process that has not written its whole
+    record is still at it.
+    """
+    if sys.platform == "win32":  # no fork, no lockf: the runner does not wait
+        return None
+    path = os.path.join(folder, f"{os.getpid()}.lock")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
+    fcntl.lockf(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def running(folder: str, pid: int) -> bool:
+    """Whether process ``pid`` of the run still holds its lock (see :func:`hold`)."""
+    if sys.platform == "win32":
+        return False
+    try:
+        fd = os.open(os.path.join(folder, f"{pid}.lock"), os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:  # EAGAIN or EACCES: another process holds it
+        return True
+    finally:
+        os.close(fd)  # and with it, a lock this process got
+    return False
 
 
 def collect(folder: str) -> list[Process]:

@@ -17,6 +17,7 @@ import runpy
 import shutil
 import sys
 import sysconfig
+import time
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, TextIO
@@ -76,10 +77,15 @@ def run(
                     part.finish()
         if os.getpid() != pid:
             return status  # and no summary: the child ends as it would without the runner
+        findings = tuple(guard.findings)
         own = _processes.Process(
-            os.getpid(), rank, (target, *args), guard.counts, tuple(guard.findings)
+            os.getpid(),
+            _child.rank_of(findings) if rank is None else rank,  # Lightning's ddp: rank 0
+            (target, *args),
+            guard.counts,
+            findings,
         )
-        processes = [own, *_processes.collect(folder)]
+        processes = [own, *_children(folder)]
     found, counts = _processes.combined(processes)
     sys.stdout.flush()
     if mode is Mode.RAISE and found and status == 0:
@@ -96,6 +102,28 @@ def run(
             print(f"kl_guard: could not write the JSON report: {exc}", file=sys.stderr)
             return status or 2
     return status
+
+
+#: How long the runner waits for children still writing their records (a launcher
+#: that does not wait for its ranks, such as Lightning's ddp).
+WAIT = 30.0
+
+
+def _children(folder: str) -> list[_processes.Process]:
+    """The children's records, once each is whole or its process has ended (``WAIT`` at most)."""
+    start = time.monotonic()
+    told = False
+    while True:
+        found = _processes.collect(folder)
+        waiting = [p for p in found if not p.complete and _processes.running(folder, p.pid)]
+        waited = time.monotonic() - start
+        if not waiting or waited > WAIT:
+            return [dataclasses.replace(p, running=True) if p in waiting else p for p in found]
+        if not told and waited > 1:
+            pids = ", ".join(str(p.pid) for p in waiting)
+            print(f"kl_guard: waiting up to {WAIT:.0f} s for process {pids}", file=sys.stderr)
+            told = True
+        time.sleep(0.05)
 
 
 def _launched_rank() -> int | None:
@@ -249,7 +277,7 @@ def _process_lines(processes: Sequence[_processes.Process]) -> list[str]:
     for process, label in zip(processes, labels, strict=True):
         if label in shared and process.rank is not None:  # a rank's forked children
             label += f" pid {process.pid}"
-        cut = "" if process.complete else _RUNNING if _running(process.pid) else _CUT
+        cut = "" if process.complete else _RUNNING if process.running else _CUT
         if process.findings or process.counts.seen:
             said = headline(process.findings, process.counts)
             lines.append(f"{label}: {said}{cut and '; '}{cut}")
@@ -274,16 +302,6 @@ _RUNNING = (
     "still running when the program ended (a server or daemon process): "
     "calls after its last finding are not counted"
 )
-
-
-def _running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except OSError:  # another user's process: the pid was taken again
-        return False
-    return True
 
 
 def _plural(n: int, word: str) -> str:
@@ -311,6 +329,7 @@ def _write_json(
                 "calls": dataclasses.asdict(p.counts),
                 "findings": len(p.findings),
                 "complete": p.complete,
+                "running": p.running,
             }
             for p in processes
         ],

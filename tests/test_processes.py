@@ -357,17 +357,14 @@ def process(pid: int, rank: int | None, seen: int, found: int = 0) -> _processes
     return _processes.Process(pid, rank, ("a.py",), Counts(seen, seen), findings)
 
 
-def test_the_summary_names_each_busy_process_and_counts_the_quiet_ones(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(_runner, "_running", lambda pid: pid == 41)
+def test_the_summary_names_each_busy_process_and_counts_the_quiet_ones() -> None:
     processes = [
         process(10, 0, 5, 1),
         process(11, 0, 2),  # rank 0's DataLoader worker that made KL calls
         process(12, 1, 5),
         *(process(20 + i, 0, 0) for i in range(10)),  # other workers, no KL call
         dataclasses.replace(process(40, None, 0), complete=False),
-        dataclasses.replace(process(41, None, 0), complete=False),  # a forkserver, say
+        dataclasses.replace(process(41, None, 0), complete=False, running=True),  # a server
     ]
     lines = _runner._process_lines(processes)
     assert lines[:3] == [
@@ -398,3 +395,53 @@ def test_a_runner_per_rank_labels_its_summary_and_writes_its_own_report(tmp_path
         report = json.loads((tmp_path / f"r.rank{rank}.json").read_text())
         assert [(f["location"], f["rank"]) for f in report["findings"]] == [("main.py:6", rank)]
     assert done.stderr.count("sums up the whole job in one") == 1
+
+
+UNWAITED = """\
+import os, subprocess, sys, time
+subprocess.Popen([sys.executable, "child.py"])  # as Lightning's ddp starts rank 1: no wait
+while not os.path.exists("trained"):  # the ranks train together; this one ends first
+    time.sleep(0.05)
+"""
+
+SLOW_CHILD = """\
+import time
+import torch
+import torch.nn.functional as F
+s = torch.randn(8, 5)
+F.kl_div(F.log_softmax(s, 1), F.softmax(s, 1))  # misuse
+open("trained", "w").close()
+time.sleep(3)  # still at work when the program that started it has ended
+"""
+
+
+@pytest.mark.slow
+def test_the_runner_waits_for_a_child_its_program_did_not_wait_for(tmp_path: Path) -> None:
+    (tmp_path / "child.py").write_text(SLOW_CHILD)
+    (tmp_path / "main.py").write_text(UNWAITED)
+    code, stderr, report = run_job(tmp_path, "warn", "main.py")
+    assert code == 0, stderr
+    child = report["processes"][1]
+    assert child["complete"] and child["calls"]["seen"] == 1 and child["findings"] == 1
+    assert "kl_guard: waiting up to 30 s for process" in stderr
+
+
+def test_a_process_holds_its_lock_until_it_ends_however_it_ends(tmp_path: Path) -> None:
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from kl_guard import _processes\n"
+            "_processes.hold(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+    assert _processes.running(str(tmp_path), holder.pid)
+    holder.kill()  # SIGKILL: no exit handler runs, the system lets go of the lock
+    holder.wait()
+    holder.stdout.close()
+    assert not _processes.running(str(tmp_path), holder.pid)
+    assert not _processes.running(str(tmp_path), 1)  # no lock file at all

@@ -34,12 +34,6 @@ TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "
 # torch.distributed.run; --cpu --num_processes 2 gives one process (no mpirun).
 ACCELERATE = ("--multi_gpu", "--num_processes", "2")
 
-_LIGHTNING_DDP_RANK_0 = (
-    "Lightning's ddp: rank 0 is the runner's own process, whose record has no rank "
-    "('pid N'), and rank 1, a child Lightning never waits for, often writes its record "
-    "after the runner has collected the records and removed their folder"
-)
-
 
 @dataclasses.dataclass(frozen=True)
 class Launcher:
@@ -50,7 +44,6 @@ class Launcher:
     ranks: tuple[int, ...]
     #: the codes the planted misuse gets on each rank
     codes: frozenset[str]
-    xfail: str | None = None
 
 
 LAUNCHERS = {
@@ -60,7 +53,6 @@ LAUNCHERS = {
         ("lightning_distill.py", "ddp"),
         (0, 1),
         frozenset({"KLG007", "KLG004"}),
-        xfail=_LIGHTNING_DDP_RANK_0,
     ),
     "lightning-ddp_spawn": Launcher(
         "lightning",
@@ -110,8 +102,6 @@ def _params() -> list[Any]:
                     reason=f"{launcher.framework} is not installed (bash .ci/frameworks runs these)"
                 )
             )
-        elif launcher.xfail is not None:
-            marks.append(pytest.mark.xfail(reason=launcher.xfail, strict=True))
         for misuse in (False, True):
             for mode in ("warn", "raise"):
                 variant = "misuse" if misuse else "correct"
