@@ -66,11 +66,14 @@ class _AfterTorch(importlib.abc.MetaPathFinder):
 
         def exec_module(module: ModuleType) -> None:
             run(module)
-            from kl_guard._lifecycle import Guard
+            try:
+                from kl_guard._lifecycle import Guard
 
-            guard = Guard(settings["mode"], **settings["options"])
-            guard.start()
-            follow(guard, settings["folder"], own=False)
+                guard = Guard(settings["mode"], **settings["options"])
+                guard.start()
+                follow(guard, settings["folder"], own=False)
+            except Exception as exc:  # never break the program's import of torch: say it
+                print(f"kl_guard: process {os.getpid()} is not guarded: {exc}", file=sys.stderr)
 
         setattr(loader, "exec_module", exec_module)  # noqa: B010  # this loader, this import
         return spec

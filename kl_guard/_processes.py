@@ -106,9 +106,11 @@ def hold(folder: str) -> int | None:
     """
     if sys.platform == "win32":  # no fork, no lockf: the runner does not wait
         return None
-    path = os.path.join(folder, f"{os.getpid()}.lock")
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    fcntl.lockf(fd, fcntl.LOCK_EX)
+    try:
+        fd = os.open(os.path.join(folder, f"{os.getpid()}.lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+    except OSError:  # the folder is gone: the runner is no longer waiting
+        return None
+    fcntl.lockf(fd, fcntl.LOCK_EX)  # a new file of this process's own: never blocks
     return fd
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -445,3 +446,16 @@ def test_a_process_holds_its_lock_until_it_ends_however_it_ends(tmp_path: Path) 
     holder.stdout.close()
     assert not _processes.running(str(tmp_path), holder.pid)
     assert not _processes.running(str(tmp_path), 1)  # no lock file at all
+
+
+def test_a_child_that_cannot_be_guarded_says_so_and_imports_torch(tmp_path: Path) -> None:
+    settings = json.dumps({"mode": "warn", "options": {"check_every": 0}, "folder": str(tmp_path)})
+    done = subprocess.run(
+        [sys.executable, "-W", "ignore", "-c", "import torch; print(torch.ones(1).item())"],
+        env={**os.environ, "PYTHONPATH": _processes.HOOK, _processes.ENV: settings},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0 and done.stdout == "1.0\n", done.stderr
+    assert re.search(r"^kl_guard: process \d+ is not guarded: .*check_every", done.stderr, re.M)
