@@ -1,19 +1,20 @@
-"""Every process of ``python -m kl_guard run`` but the runner's own: guarded, and its record
+"""Every Python process of ``python -m kl_guard run``'s program: guarded, and its record
 written when it starts and when it ends.
 
 The start-up hook (``_hook/sitecustomize.py``) calls :func:`start` in every
-Python process the runner's program starts. Nothing happens until the
-process imports torch (a child that never does pays nothing and imports no
-torch); then a guard with the run's settings starts. A process forked from a
+Python process the runner starts: the program, and each Python child of it.
+Nothing happens until the process imports torch (one that never does pays
+nothing and imports no torch); then a guard with the run's settings starts. A process forked from a
 guarded one (``multiprocessing``'s fork and forkserver, ``os.fork()``, a
 DataLoader worker) keeps the guard it inherits and becomes a process of the
 run itself: its record counts only what it did after the fork.
 
 A process writes a first record when it starts, and its whole record when it
 ends: at exit, at ``multiprocessing``'s exit of a child (which ends with
-``os._exit``, no ``atexit``), or at a SIGTERM (``Pool.terminate()``). One
-killed outright, or ended by ``os._exit`` outside ``multiprocessing``, leaves
-its first record, and the summary says what is missing.
+``os._exit``, no ``atexit``), or at a SIGTERM (``Pool.terminate()``). Each new
+finding is written at once, so one killed outright, or ended by ``os._exit``
+outside ``multiprocessing``, keeps its findings, and the summary says what is
+missing.
 """
 
 from __future__ import annotations
@@ -26,9 +27,10 @@ import os
 import signal
 import sys
 import threading
+import traceback
 from collections.abc import Callable, Sequence
 from importlib.machinery import ModuleSpec
-from types import FrameType, ModuleType
+from types import FrameType, ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 from kl_guard import _processes
@@ -71,7 +73,7 @@ class _AfterTorch(importlib.abc.MetaPathFinder):
 
                 guard = Guard(settings["mode"], **settings["options"])
                 guard.start()
-                follow(guard, settings["folder"], own=False)
+                follow(guard, settings["folder"])
             except Exception as exc:  # never break the program's import of torch: say it
                 print(f"kl_guard: process {os.getpid()} is not guarded: {exc}", file=sys.stderr)
 
@@ -82,11 +84,9 @@ class _AfterTorch(importlib.abc.MetaPathFinder):
 class Part:
     """This process's part of the run: its guard, what it inherited, and its record."""
 
-    def __init__(self, guard: Guard, folder: str, *, own: bool) -> None:
+    def __init__(self, guard: Guard, folder: str) -> None:
         self.guard = guard
         self.folder = folder
-        #: The runner's own process: its record is the runner's to make; a fork is not.
-        self.own = own
         self.pid = os.getpid()
         self.inherited: tuple[Counts, dict[tuple[str, str], int]] = (Counts(), {})
         self.ended = False
@@ -101,7 +101,7 @@ class Part:
     def after_fork(self) -> None:
         """In a forked child: start this process's own record from what it inherited."""
         self.pid = os.getpid()
-        self.own = self.ended = self.written = self.terminated = False
+        self.ended = self.written = self.terminated = False
         from kl_guard import _deferred
 
         _deferred.forget()  # the parent's pending checks: the parent reports them
@@ -116,7 +116,7 @@ class Part:
 
     def wrote_finding(self) -> None:
         """A new finding goes into the record at once: a process killed later keeps it."""
-        if not self.own and not self.ended and os.getpid() == self.pid:
+        if not self.ended and os.getpid() == self.pid:
             _say_failure(self.write, complete=False)
 
     def write(self, *, complete: bool) -> None:
@@ -128,7 +128,7 @@ class Part:
                 findings.append(dataclasses.replace(f, count=count))
         process = _processes.Process(
             self.pid,
-            rank_of(findings),
+            _rank(findings),
             tuple(sys.argv),
             self.guard.counts - counts,
             tuple(findings),
@@ -138,7 +138,7 @@ class Part:
 
     def finish(self) -> None:
         """Write the whole record, once, in the process it belongs to."""
-        if self.own or self.ended or os.getpid() != self.pid:
+        if self.ended or os.getpid() != self.pid:
             return
         self.ended = True
         _say_failure(self.write, complete=True)
@@ -151,29 +151,24 @@ class Part:
 _PART: Part | None = None
 
 
-def follow(guard: Guard, folder: str, *, own: bool) -> Part:
+def follow(guard: Guard, folder: str) -> Part:
     """Make ``guard`` this process's part of the run in ``folder``; its forks follow it."""
     import multiprocessing.util
 
     global _PART
-    part = _PART = Part(guard, folder, own=own)
-    if not own:
-        part.lock = _processes.hold(folder)
-        guard.on_new_finding(part.wrote_finding)
-        _say_failure(part.write, complete=False)
-        _finish_at_sigterm()
-        _at_multiprocessing_exit(part)
+    part = _PART = Part(guard, folder)
+    part.lock = _processes.hold(folder)
+    guard.on_new_finding(part.wrote_finding)
+    _say_failure(part.write, complete=False)
+    _finish_at_sigterm()
+    _at_multiprocessing_exit(part)
+    if sys.excepthook is sys.__excepthook__:  # the program set none of its own
+        sys.excepthook = _report_uncaught
     # multiprocessing forgets its exit functions in each child it starts, then calls
     # these: a record for a child it forks, or spawns (torch imported before its start)
     multiprocessing.util.register_after_fork(part, _at_multiprocessing_exit)
     _HOOKS.once()
     return part
-
-
-def unfollow() -> None:
-    """The run is over in this process: a later fork is no part of it."""
-    global _PART
-    _PART = None
 
 
 def _finish() -> None:
@@ -214,7 +209,7 @@ def _say_failure(write: Callable[..., None], *, complete: bool) -> None:
         print(f"kl_guard: process {os.getpid()} could not write its record: {exc}", file=sys.stderr)
 
 
-def rank_of(findings: Sequence[Finding]) -> int | None:
+def _rank(findings: Sequence[Finding]) -> int | None:
     """This process's rank: torchrun's ``RANK``, else torch.distributed's, else its findings'."""
     rank = os.environ.get("RANK", "")
     if rank.isdigit():
@@ -248,3 +243,19 @@ def _terminate() -> None:
     """End this process as the SIGTERM it was sent would have."""
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
+
+
+_PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+def _report_uncaught(
+    kind: type[BaseException], error: BaseException, trace: TracebackType | None
+) -> None:
+    """Python's own report of an error that ends the process, without kl_guard's frames:
+    its wrappers sit between the program's line and torch (a ``KLGuardError`` is raised
+    there)."""
+    report = traceback.TracebackException(kind, error, trace)
+    report.stack = traceback.StackSummary.from_list(
+        [frame for frame in report.stack if not frame.filename.startswith(_PACKAGE)]
+    )
+    print("".join(report.format()), end="", file=sys.stderr)

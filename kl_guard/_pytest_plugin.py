@@ -199,7 +199,7 @@ def pytest_terminal_summary(
 ) -> None:
     if config.stash[_SESSION].layer is None:
         return
-    from kl_guard._reporting import headline, summary_lines
+    from kl_guard._summary import headline, summary_lines
 
     found = _findings(config)
     terminalreporter.write_sep("=", "kl_guard findings" if found else "kl_guard")

@@ -14,7 +14,7 @@ import torch
 
 from kl_guard._config import Config, Mode
 from kl_guard._exceptions import WARNING_CATEGORIES, KLGuardError, KLGuardWarning
-from kl_guard._findings import Counts, Finding
+from kl_guard._findings import Finding
 from kl_guard._messages import Diagnosis
 from kl_guard._sites import CallSite
 from kl_guard._suppression import is_suppressed
@@ -151,40 +151,6 @@ def report(
         raise
     except Exception as exc:
         internal_error(exc)
-
-
-def summary_lines(findings: Sequence[Finding]) -> list[str]:
-    """A table of ``findings``, one row per (location, code): code, location, count, cause."""
-    rows = [("code", "location", "count", "cause")]
-    rows += [(f.code, f.location, str(f.count), f.summary) for f in findings]
-    code_w, location_w, count_w = (max(len(row[i]) for row in rows) for i in range(3))
-    return [
-        f"{code:<{code_w}}  {location:<{location_w}}  {count:>{count_w}}  {cause}"
-        for code, location, count, cause in rows
-    ]
-
-
-#: Said instead of "no findings" when no call was seen: that is no clean bill of health.
-NOTHING_SEEN = (
-    "no KL call seen: the program called neither F.kl_div nor nn.KLDivLoss, or called them "
-    "where kl_guard could not see (a reference taken before kl_guard started, "
-    "a child process, compiled code)"
-)
-
-
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
-
-
-def headline(found: Sequence[Finding], counts: Counts) -> str:
-    """What was found and what was checked, in one line."""
-    if not counts.seen and not found:
-        return NOTHING_SEEN
-    what = _plural(len(found), "finding") if found else "no findings"
-    checked = f"{counts.checked} checked from their tensors"
-    if counts.traced:
-        checked += f", {counts.traced} from their arguments only (traced by the compiler)"
-    return f"{what} in {_plural(counts.seen, 'KL call')} ({checked})"
 
 
 def _warn_at(finding: Finding, site: CallSite | None) -> None:

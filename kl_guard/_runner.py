@@ -1,9 +1,13 @@
 """``python -m kl_guard run``: a program run under a guard, then a summary of its findings.
 
-Like ``python -m cProfile`` or ``coverage run``: the script (or ``-m`` module)
-runs as ``__main__`` with its own ``sys.argv`` and ``sys.path[0]``, and
-whatever way it ends (normally, ``sys.exit``, an exception, Ctrl-C) the
-summary is printed to stderr and the optional JSON report is written.
+The runner supervises, as ``torchrun`` does, and hosts nothing: it starts the
+program as ``python [-m] target args`` with the run's environment
+(``_processes.followed``), so the program's process is guarded like every
+other Python process of the job (``_child``), and a program that ends by
+``os._exit``, or that a framework kills (Lightning's ``ddp`` SIGKILLs its main
+process when a rank fails), still gets its summary. The runner imports no
+torch. However the program ends, the summary is printed to stderr and the
+optional JSON report is written.
 """
 
 from __future__ import annotations
@@ -13,28 +17,22 @@ import dataclasses
 import importlib.util
 import json
 import os
-import runpy
 import shutil
+import signal
+import subprocess
 import sys
 import sysconfig
 import time
-import traceback
 from collections.abc import Iterator, Mapping, Sequence
+from types import FrameType
 from typing import Any, TextIO
 
-from kl_guard import _child, _processes
-from kl_guard._config import Mode
+from kl_guard import _processes
+from kl_guard._config import Mode, configure, default_config
 from kl_guard._findings import Counts, Finding
-from kl_guard._lifecycle import Guard
-from kl_guard._reporting import headline, summary_lines
+from kl_guard._summary import headline, summary_lines
 
 JSON_VERSION = 1
-
-# Frames of the runner and of runpy sit between the interpreter and the
-# user's code; Python's own traceback for ``python script.py`` has neither.
-# runpy is frozen on 3.11+, so its frames carry "<frozen runpy>", not its path.
-_OWN_FRAMES = (os.path.dirname(os.path.abspath(__file__)) + os.sep,)
-_RUNPY_FILE = runpy.run_path.__code__.co_filename
 
 
 class NotFound(LookupError):
@@ -50,42 +48,26 @@ def run(
     options: Mapping[str, Any],
     json_path: str | None = None,
 ) -> int:
-    """Run ``target`` under ``guard(mode, **options)``; its exit status.
+    """Run ``target`` with every Python process guarded by ``mode`` and ``options``; its exit
+    status.
 
     Raises :class:`NotFound` before anything runs when ``target`` is missing.
     """
-    if not module:
+    configure(default_config(), mode, **options)  # a bad option fails before the program runs
+    if module:
+        _find(target)
+    else:
         target = _script(target)
-    guard = Guard(mode, **options)
     # The program may chdir; the report goes where the command line meant.
     report = os.path.abspath(json_path) if json_path is not None else None
     rank = _launched_rank()
     if rank is not None and report is not None:  # each rank its own report, none lost
         root, ext = os.path.splitext(report)
         report = f"{root}.rank{rank}{ext}"
-    pid = os.getpid()
+    program = ["-m", target] if module else [target]
     with _processes.followed(mode.value, options) as folder:
-        with _as_main(target, args, module=module), guard:
-            part = _child.follow(guard, folder, own=True)
-            try:
-                _find(target, module=module)
-                status = _execute(target, module=module)
-            finally:
-                if os.getpid() == pid:
-                    _child.unfollow()
-                else:  # a child of os.fork() that ran on to the program's end
-                    part.finish()
-        if os.getpid() != pid:
-            return status  # and no summary: the child ends as it would without the runner
-        findings = tuple(guard.findings)
-        own = _processes.Process(
-            os.getpid(),
-            _child.rank_of(findings) if rank is None else rank,  # Lightning's ddp: rank 0
-            (target, *args),
-            guard.counts,
-            findings,
-        )
-        processes = [own, *_children(folder)]
+        status = _supervise([sys.executable, *_interpreter_flags(), *program, *args])
+        processes = _children(folder)
     found, counts = _processes.combined(processes)
     sys.stdout.flush()
     if mode is Mode.RAISE and found and status == 0:
@@ -158,28 +140,10 @@ def _script(target: str) -> str:
     raise NotFound(f"can't open file {target!r}: no such file or directory")
 
 
-@contextlib.contextmanager
-def _as_main(target: str, args: Sequence[str], *, module: bool) -> Iterator[None]:
-    """``sys.argv`` and ``sys.path[0]`` as ``python [-m] target args`` sets them, then back."""
-    argv, path = sys.argv, sys.path[:]
-    sys.argv = [target, *args]
-    if module:
-        entry = os.getcwd()
-    elif os.path.isfile(target):
-        entry = os.path.dirname(os.path.realpath(target))
-    else:  # a directory or zip file with __main__.py
-        entry = os.path.abspath(target)
-    sys.path[0] = entry
-    try:
-        yield
-    finally:
-        sys.argv = argv
-        sys.path[:] = path
-
-
-def _find(target: str, *, module: bool) -> None:
-    if not module:
-        return
+def _find(target: str) -> None:
+    """Fail now if ``python -m target`` would find no module (its ``sys.path[0]``: here)."""
+    path = sys.path[:]
+    sys.path[0:1] = [os.getcwd()]
     try:
         spec = importlib.util.find_spec(target)
     except ModuleNotFoundError as exc:
@@ -187,47 +151,58 @@ def _find(target: str, *, module: bool) -> None:
         # a package that fails to import one of its own dependencies is the
         # program's error, reported when it runs.
         if exc.name is None or not f"{target}.".startswith(f"{exc.name}."):
-            raise
+            return
         spec = None
+    finally:
+        sys.path[:] = path
     if spec is None:
         raise NotFound(f"no module named {target!r}")
 
 
-def _execute(target: str, *, module: bool) -> int:
-    """Run the program as ``__main__``; the exit status Python would give it."""
+def _interpreter_flags() -> list[str]:
+    """The options of this interpreter that the program's should share (``-W``, ``-X``,
+    ``-O``, ``-B``), not ``-E``/``-I``/``-s``, which would drop the run's hook."""
+    flags = [f"-W{option}" for option in sys.warnoptions]
+    flags += [f"-X{k}" if v is True else f"-X{k}={v}" for k, v in sys._xoptions.items()]
+    if sys.flags.optimize:
+        flags.append("-" + "O" * sys.flags.optimize)
+    if sys.flags.dont_write_bytecode:
+        flags.append("-B")
+    return flags
+
+
+def _supervise(argv: list[str]) -> int:
+    """Run ``argv`` to its end; its exit status, a signal's as a shell gives it (128 + N).
+
+    Ctrl-C reaches the program from the terminal (one process group): the
+    runner waits for it to end. A SIGTERM sent to the runner alone (a scheduler,
+    ``docker stop``) is passed on.
+    """
+    program = subprocess.Popen(argv)
+    with _passing_on(signal.SIGTERM, program):
+        while True:
+            try:
+                code = program.wait()
+                break
+            except KeyboardInterrupt:
+                continue
+    return 128 - code if code < 0 else code
+
+
+@contextlib.contextmanager
+def _passing_on(signum: signal.Signals, program: subprocess.Popen[bytes]) -> Iterator[None]:
+    def pass_on(received: int, frame: FrameType | None) -> None:
+        program.send_signal(received)
+
     try:
-        if module:
-            runpy.run_module(target, run_name="__main__", alter_sys=True)
-        else:
-            runpy.run_path(target, run_name="__main__")
-    except SystemExit as exc:
-        return _exit_status(exc.code)
-    except BaseException as exc:  # the program's failure is reported, not ours
-        _print_traceback(exc)
-        return 130 if isinstance(exc, KeyboardInterrupt) else 1
-    return 0
-
-
-def _exit_status(code: object) -> int:
-    """``sys.exit(code)`` as the interpreter turns it into a status."""
-    if code is None:
-        return 0
-    if isinstance(code, int):
-        return code
-    print(code, file=sys.stderr)
-    return 1
-
-
-def _print_traceback(exc: BaseException) -> None:
-    report = traceback.TracebackException.from_exception(exc)
-    report.stack = traceback.StackSummary.from_list(
-        [
-            frame
-            for frame in report.stack
-            if frame.filename != _RUNPY_FILE and not frame.filename.startswith(_OWN_FRAMES)
-        ]
-    )
-    print("".join(report.format()), end="", file=sys.stderr)
+        previous = signal.signal(signum, pass_on)
+    except ValueError:  # not the main thread (a test): nothing to pass on
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signum, previous)
 
 
 _SWALLOWED = (

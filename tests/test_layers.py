@@ -17,7 +17,7 @@ PACKAGE = pathlib.Path(__file__).parent.parent / "kl_guard"
 STAGES: list[set[str]] = [
     {"_codes", "_reduction", "_notebook", "_statistics", "_call", "_compat"},
     {"_findings"},
-    {"_config", "_exceptions", "_suppression"},
+    {"_config", "_exceptions", "_suppression", "_summary"},
     {"_classify", "_messages", "_policy", "_sites", "_patch"},
     {"_plan", "_loss"},
     {"_diagnosis"},

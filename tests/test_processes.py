@@ -165,8 +165,8 @@ def test_a_subprocess_child_is_guarded(tmp_path: Path, mode: str, status: int) -
     assert code == status, stderr
     assert report["exit_status"] == status
     assert [(f["code"], f["location"]) for f in report["findings"]] == [("KLG001", "child.py:4")]
-    assert [p["argv"] for p in report["processes"]] == [["main.py"], ["child.py"]]
-    assert summary(stderr)[0].endswith(", in 2 processes")
+    # main.py never imports torch: no record of its own, nothing it could have missed
+    assert [p["argv"] for p in report["processes"]] == [["child.py"]]
 
 
 @pytest.mark.slow
@@ -422,7 +422,7 @@ def test_the_runner_waits_for_a_child_its_program_did_not_wait_for(tmp_path: Pat
     (tmp_path / "main.py").write_text(UNWAITED)
     code, stderr, report = run_job(tmp_path, "warn", "main.py")
     assert code == 0, stderr
-    child = report["processes"][1]
+    [child] = report["processes"]
     assert child["complete"] and child["calls"]["seen"] == 1 and child["findings"] == 1
     assert "kl_guard: waiting up to 30 s for process" in stderr
 

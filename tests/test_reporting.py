@@ -9,7 +9,8 @@ import pytest
 
 import kl_guard
 from kl_guard import Finding
-from kl_guard._reporting import Record, summary_lines
+from kl_guard._reporting import Record
+from kl_guard._summary import summary_lines
 
 TRAIN = """\
 import torch

@@ -13,7 +13,7 @@ import pytest
 
 import kl_guard
 from helpers import run_subprocess
-from kl_guard import _cli, _reporting
+from kl_guard import _cli, _summary
 
 # Two misuses, each at its own line, repeated as a training loop would.
 TRAIN = """\
@@ -104,34 +104,34 @@ def test_raise_mode_stops_the_script_at_its_line(tmp_path: Path) -> None:
     ],
 )
 def test_exit_status_is_the_scripts_and_the_summary_always_comes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], source: str, status: int, stderr: str
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], source: str, status: int, stderr: str
 ) -> None:
     assert _cli.main(["run", script(tmp_path, source)]) == status
-    err = capsys.readouterr().err
-    assert err.endswith(f"{stderr}kl_guard summary (mode=warn): {_reporting.NOTHING_SEEN}\n")
+    err = capfd.readouterr().err
+    assert err.endswith(f"{stderr}kl_guard summary (mode=warn): {_summary.NOTHING_SEEN}\n")
     if status == 1 and "Error" in stderr:
         assert 'script.py", line 1, in <module>' in err
 
 
 def test_script_gets_its_own_argv_and_path(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     path = script(tmp_path, "import sys\nprint(sys.argv, sys.path[0], __name__)")
     argv, path0 = sys.argv[:], sys.path[0]
 
     assert _cli.main(["run", path, "a", "--mode", "raise"]) == 0
-    assert capsys.readouterr().out == f"{[path, 'a', '--mode', 'raise']} {tmp_path} __main__\n"
+    assert capfd.readouterr().out == f"{[path, 'a', '--mode', 'raise']} {tmp_path} __main__\n"
     assert (sys.argv, sys.path[0]) == (argv, path0)
 
 
 def test_module_runs_as_main(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     script(tmp_path, "import sys\nprint(sys.argv[1:], __name__)\nsys.exit(4)", "klg_demo_mod.py")
     monkeypatch.chdir(tmp_path)
 
     assert _cli.main(["run", "-m", "klg_demo_mod", "x"]) == 4
-    assert capsys.readouterr().out == "['x'] __main__\n"
+    assert capfd.readouterr().out == "['x'] __main__\n"
 
 
 MISUSE = """\
@@ -151,7 +151,7 @@ F.kl_div(F.log_softmax(torch.randn(8, 5), 1), F.softmax(torch.randn(8, 5), 1))
 )
 def test_options_reach_the_guard(
     tmp_path: Path,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
     options: list[str],
     codes: list[str],
 ) -> None:
@@ -176,7 +176,7 @@ F.kl_div(F.log_softmax(torch.randn(8, 5), 1), F.softmax(student, 1), reduction="
     [([], []), (["--select", "KLG008"], ["KLG008"]), (["--select", "ALL"], ["KLG008"])],
 )
 def test_opt_in_codes_only_when_selected(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], options: list[str], codes: list[str]
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], options: list[str], codes: list[str]
 ) -> None:
     json_path = tmp_path / "report.json"
     argv = ["run", "--mode", "log", *options, "--json", str(json_path)]
@@ -184,9 +184,9 @@ def test_opt_in_codes_only_when_selected(
     assert [f["code"] for f in json.loads(json_path.read_text())["findings"]] == codes
 
 
-def test_raise_mode_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_raise_mode_in_process(tmp_path: Path, capfd: pytest.CaptureFixture[str]) -> None:
     assert _cli.main(["run", "--mode", "raise", script(tmp_path, MISUSE)]) == 1
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err
     assert "kl_guard.KLGuardError: KLG001: " in err
     assert err.splitlines()[-3] == (
         "kl_guard summary (mode=raise): 1 finding in 1 KL call (1 checked from their tensors)"
@@ -215,7 +215,7 @@ def test_raise_mode_in_process(tmp_path: Path, capsys: pytest.CaptureFixture[str
 def test_usage_errors_are_one_line_and_exit_2(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
     argv: list[str],
     error: str,
 ) -> None:
@@ -223,28 +223,28 @@ def test_usage_errors_are_one_line_and_exit_2(
     with pytest.raises(SystemExit) as exc_info:
         _cli.main(argv)
     assert exc_info.value.code == 2
-    last = capsys.readouterr().err.splitlines()[-1]
+    last = capfd.readouterr().err.splitlines()[-1]
     prefix = "python -m kl_guard run: error: "
     assert last.startswith(prefix)
     assert fnmatch(last[len(prefix) :], error)
 
 
 def test_bad_environment_mode_is_a_usage_error(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("KL_GUARD_MODE", "loud")
     with pytest.raises(SystemExit) as exc_info:
         _cli.main(["run", script(tmp_path, "pass")])
     assert exc_info.value.code == 2
-    assert "KL_GUARD_MODE must be one of 'warn', 'raise', 'log', 'off'" in capsys.readouterr().err
+    assert "KL_GUARD_MODE must be one of 'warn', 'raise', 'log', 'off'" in capfd.readouterr().err
 
 
 def test_unwritable_json_report_is_an_error(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     argv = ["run", "--json", str(tmp_path / "no" / "report.json"), script(tmp_path, "pass")]
     assert _cli.main(argv) == 2
-    assert "kl_guard: could not write the JSON report: " in capsys.readouterr().err
+    assert "kl_guard: could not write the JSON report: " in capfd.readouterr().err
 
 
 SWALLOWED = """\
@@ -260,14 +260,14 @@ F.kl_div(F.log_softmax(torch.randn(8, 5), 1), F.softmax(torch.randn(8, 5), 1), r
 
 @pytest.mark.parametrize(("mode", "status"), [("raise", 1), ("warn", 0)])
 def test_a_finding_caught_by_the_program_still_fails_raise_mode(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: str, status: int
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], mode: str, status: int
 ) -> None:
     json_path = tmp_path / "report.json"
     argv = ["run", "--mode", mode, "--json", str(json_path), script(tmp_path, SWALLOWED)]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", kl_guard.KLGuardWarning)
         assert _cli.main(argv) == status
-    err = capsys.readouterr().err.splitlines()
+    err = capfd.readouterr().err.splitlines()
     report = json.loads(json_path.read_text())
     assert (report["exit_status"], report["calls"]) == (
         status,
@@ -279,12 +279,12 @@ def test_a_finding_caught_by_the_program_still_fails_raise_mode(
 
 
 def test_a_run_that_saw_no_kl_call_says_so(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:
     cached = "import torch\nfrom kl_guard._patch import PATCH\n"  # stands for code kl_guard missed
     json_path = tmp_path / "report.json"
     assert _cli.main(["run", "--json", str(json_path), script(tmp_path, cached)]) == 0
-    last = capsys.readouterr().err.splitlines()[-1]
+    last = capfd.readouterr().err.splitlines()[-1]
     assert last.startswith("kl_guard summary (mode=warn): no KL call seen: ")
     assert "child process" in last and "compiled code" in last
     assert json.loads(json_path.read_text())["calls"] == {"seen": 0, "checked": 0, "traced": 0}
