@@ -129,6 +129,7 @@ def worker(rank, folder):
     )
     s = torch.randn(8, 5)
     F.kl_div(F.log_softmax(s, 1), F.softmax(s, 1))  # misuse
+    dist.barrier()  # no rank leaves while the other still connects
     dist.destroy_process_group()
 
 if __name__ == "__main__":
@@ -141,6 +142,7 @@ import torch.nn.functional as F
 dist.init_process_group("gloo")
 s = torch.randn(8, 5)
 F.kl_div(F.log_softmax(s, 1), F.softmax(s, 1))  # misuse
+dist.barrier()  # no rank leaves while the other still connects
 dist.destroy_process_group()
 """,
 }
