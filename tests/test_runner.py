@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 import sys
+import time
 import warnings
 from fnmatch import fnmatch
 from pathlib import Path
@@ -13,7 +16,7 @@ import pytest
 
 import kl_guard
 from helpers import run_subprocess
-from kl_guard import _cli, _summary
+from kl_guard import _cli, _runner, _summary
 
 # Two misuses, each at its own line, repeated as a training loop would.
 TRAIN = """\
@@ -288,3 +291,69 @@ def test_a_run_that_saw_no_kl_call_says_so(
     assert last.startswith("kl_guard summary (mode=warn): no KL call seen: ")
     assert "child process" in last and "compiled code" in last
     assert json.loads(json_path.read_text())["calls"] == {"seen": 0, "checked": 0, "traced": 0}
+
+
+ENDED_HARD = """\
+import os, signal, sys
+import torch
+import torch.nn.functional as F
+import kl_guard
+try:
+    F.kl_div(F.log_softmax(torch.randn(8, 5), 1), F.softmax(torch.randn(8, 5), 1))
+except kl_guard.KLGuardError:
+    pass  # swallowed, then the process ends with no exit handler run
+if sys.argv[1] == "_exit":
+    os._exit(0)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize(("end", "status"), [("_exit", 1), ("kill", 128 + signal.SIGKILL)])
+def test_a_program_that_ends_without_exit_handlers_still_gets_its_summary(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str], end: str, status: int
+) -> None:
+    json_path = tmp_path / "report.json"
+    argv = ["run", "--mode", "raise", "--json", str(json_path), script(tmp_path, ENDED_HARD), end]
+    assert _cli.main(argv) == status
+    report = json.loads(json_path.read_text())
+    assert [f["code"] for f in report["findings"]] == ["KLG001"]
+    [program] = report["processes"]
+    assert not program["complete"] and program["findings"] == 1
+    assert "kl_guard summary (mode=raise): 1 finding in 1 KL call" in capfd.readouterr().err
+
+
+STOPPED = """\
+import time
+import torch
+import torch.nn.functional as F
+F.kl_div(F.log_softmax(torch.randn(8, 5), 1), F.softmax(torch.randn(8, 5), 1))
+open("started", "w").close()
+time.sleep(60)
+"""
+
+
+def test_a_sigterm_to_the_runner_is_passed_on_to_the_program(tmp_path: Path) -> None:
+    (tmp_path / "stopped.py").write_text(STOPPED)
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "kl_guard", "run", "--json", "r.json", "stopped.py"],
+        cwd=tmp_path,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    runner.send_signal(signal.SIGTERM)  # a scheduler stopping the job
+    _, stderr = runner.communicate(timeout=60)
+    assert runner.returncode == 128 + signal.SIGTERM, stderr
+    [program] = json.loads((tmp_path / "r.json").read_text())["processes"]
+    # the program's SIGTERM handler wrote its whole record before it ended
+    assert program["complete"] and program["calls"]["seen"] == 1 and program["findings"] == 1
+
+
+def test_the_program_shares_the_interpreters_options(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sys, "warnoptions", ["error::UserWarning"])
+    monkeypatch.setattr(sys, "_xoptions", {"dev": True, "frozen_modules": "off"})
+    flags = _runner._interpreter_flags()
+    assert flags[:3] == ["-Werror::UserWarning", "-Xdev", "-Xfrozen_modules=off"]
+    assert not {"-E", "-I", "-s"} & set(flags)  # they would drop the run's hook
