@@ -291,6 +291,23 @@ def trace_instead(cls: type[Any], traced: Callable[[], Callable[..., Any]]) -> N
     setattr(cls, _DYNAMO_INLINE, property(inline))
 
 
+def forget_dynamo_rules() -> None:
+    """Have dynamo read its table of torch functions afresh, once the patch is off.
+
+    dynamo builds the table once, from the functions' names: built while the
+    patch was on, it holds our wrappers, and torch's own ``F.kl_div`` would be
+    traced into after ``uninstall()`` (and fail on its ``warnings.warn`` under
+    ``fullgraph``). Without the primary path a compile after ``uninstall()``
+    may trace into ``F.kl_div``.
+    """
+    rules = sys.modules.get("torch._dynamo.trace_rules")
+    if rules is None:  # dynamo has built nothing yet
+        return
+    clear: Callable[[], None] | None = getattr(rules, "clear_lru_cache", None)
+    if _primary("dynamo_rules_cache", clear is not None) and clear is not None:
+        clear()
+
+
 def traced_stack() -> list[tuple[str, int, str]]:
     """The user's stack where dynamo traces now, outermost first: (file, line, function).
 

@@ -198,6 +198,7 @@ class Patch:
         self._applied.clear()
         self.op = None
         _unfilter_mean_warning()
+        _compat.forget_dynamo_rules()
 
     def filter_mean_warning(self) -> None:
         """Keep the filter of torch's 'mean' warning first while the patch is on.

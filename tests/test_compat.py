@@ -8,6 +8,8 @@ fall back to a slower or coarser path; these tests make that loud.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import warnings
 from typing import Any
 
@@ -27,6 +29,7 @@ def test_every_primary_path_is_in_use() -> None:
         return F.kl_div(a, b, reduction="sum")
 
     torch.compile(loss, backend="eager", fullgraph=True)(log_p, q)
+    kl_guard.uninstall()  # dynamo's table of torch functions is read afresh
     # torch 2.6 has neither torch.compiler.is_exporting nor torch._library.utils.is_impure
     expected = (
         {"is_exporting", "side_effect_op"} if _compat.TORCH_VERSION.startswith("2.6.") else set()
@@ -46,6 +49,7 @@ def test_every_primary_path_is_in_use() -> None:
         "side_effect_op",
         "functional_calls_op_copy",
         "script_builtin",
+        "dynamo_rules_cache",
     }
 
 
@@ -144,3 +148,38 @@ def test_torch_compile_sets_the_compiling_flag_from_2_13() -> None:
 )
 def test_release_reads_major_and_minor(version: str, release: tuple[int, int]) -> None:
     assert _compat._release(version) == release
+
+
+FIRST_COMPILE_WHILE_INSTALLED = """\
+import warnings
+import torch
+import torch.nn.functional as F
+import kl_guard
+
+kl_guard.install(mode="log")
+torch.compile(lambda x: x * 2, backend="eager", fullgraph=True)(torch.ones(3))
+kl_guard.uninstall()
+
+def mean_reduction(s, t):
+    return F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1))
+
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    compiled = torch.compile(mean_reduction, backend="eager", fullgraph=True)
+    compiled(torch.ones(2, 3), torch.ones(2, 3))
+print(sum("'mean' divides" in str(w.message) for w in caught))
+"""
+
+
+def test_compiling_after_uninstall_is_as_if_kl_guard_never_ran(tmp_path: Any) -> None:
+    """dynamo's first compile, while installed, built its table of torch functions
+    with our wrappers in it; after uninstall, F.kl_div is in-graph again, not traced
+    into (where its warnings.warn would break a fullgraph compile)."""
+    done = subprocess.run(
+        [sys.executable, "-c", FIRST_COMPILE_WHILE_INSTALLED],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert int(done.stdout) >= 1  # torch's own warning, from the graph's F.kl_div
