@@ -8,7 +8,6 @@ hands them to ``_diagnosis``.
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from typing import NamedTuple
 
@@ -49,7 +48,7 @@ def _new_lock_after_fork() -> None:
     _CALLS_LOCK = threading.Lock()  # one another thread held at a fork stays held in the child
 
 
-os.register_at_fork(after_in_child=_new_lock_after_fork)
+_compat.after_fork(_new_lock_after_fork)
 
 
 def _plan(call: Call) -> ScreenPlan | None:

@@ -24,11 +24,12 @@ import dataclasses
 import importlib.abc
 import importlib.util
 import os
+import secrets
 import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from importlib.machinery import ModuleSpec
 from types import FrameType, ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -87,64 +88,74 @@ class Part:
     def __init__(self, guard: Guard, folder: str) -> None:
         self.guard = guard
         self.folder = folder
+        self._writing = threading.Lock()  # one write at a time (threads, exit, SIGTERM)
+        self._start()
+
+    def _start(self) -> None:
         self.pid = os.getpid()
+        #: The record's name: the pid alone may come again (``os.exec*``, a reused pid).
+        self.name = f"{self.pid}-{secrets.token_hex(4)}"
         self.inherited: tuple[Counts, dict[tuple[str, str], int]] = (Counts(), {})
+        self.written: set[tuple[str, str]] = set()  # (location, code) in the record
         self.ended = False
-        #: A SIGTERM came while the whole record was being written: it ends the
-        #: process once the record is written (``Pool.terminate()`` races a
-        #: worker's own exit).
-        self.terminated = False
-        self.written = False
-        #: The descriptor of the lock that says this process is alive (``_processes.hold``)
-        self.lock: int | None = None
+        #: The lock that says this process is alive (``_processes.hold``).
+        self.lock = _processes.hold(self.folder, self.name)
 
     def after_fork(self) -> None:
         """In a forked child: start this process's own record from what it inherited."""
-        self.pid = os.getpid()
-        self.ended = self.written = self.terminated = False
-        from kl_guard import _deferred
+        from kl_guard import _deferred, _lifecycle
 
-        _deferred.forget()  # the parent's pending checks: the parent reports them
-        findings = self.guard.findings
-        self.inherited = (self.guard.counts, {(f.location, f.code): f.count for f in findings})
         if self.lock is not None:
             os.close(self.lock)  # the parent's lock file: the child holds no lock on it
-        self.lock = _processes.hold(self.folder)
-        _finish_at_sigterm()
-        self.guard.on_new_finding(self.wrote_finding)
-        _say_failure(self.write, complete=False)
+        self._writing = threading.Lock()
+        self._start()
+        _deferred.forget()  # the parent's pending checks: the parent reports them
+        findings, counts = _lifecycle.recorded(self.guard)
+        self.inherited = (counts, {(f.location, f.code): f.count for f in findings})
+        _write_safely(self, complete=False)
 
-    def wrote_finding(self) -> None:
-        """A new finding goes into the record at once: a process killed later keeps it."""
-        if not self.ended and os.getpid() == self.pid:
-            _say_failure(self.write, complete=False)
+    def recorded(self, finding: Finding) -> None:
+        """Each (location, code) goes into the record the first time this process records
+        it: a process killed later keeps its findings."""
+        if (finding.location, finding.code) not in self.written and os.getpid() == self.pid:
+            _write_safely(self, complete=False)
 
     def write(self, *, complete: bool) -> None:
-        counts, seen = self.inherited
-        findings = []
-        for f in self.guard.findings:
-            count = f.count - seen.get((f.location, f.code), 0)
-            if count > 0:
-                findings.append(dataclasses.replace(f, count=count))
-        process = _processes.Process(
-            self.pid,
-            _rank(findings),
-            tuple(sys.argv),
-            self.guard.counts - counts,
-            tuple(findings),
-            complete,
-        )
-        _processes.write(self.folder, process)
+        from kl_guard import _lifecycle
+
+        with self._writing:
+            if self.ended and not complete:
+                return
+            recorded, total = _lifecycle.recorded(self.guard)  # no wait for deferred checks
+            counts, inherited = self.inherited
+            findings = []
+            for f in recorded:
+                count = f.count - inherited.get((f.location, f.code), 0)
+                if count > 0:
+                    findings.append(dataclasses.replace(f, count=count))
+            process = _processes.Process(
+                self.pid,
+                _rank(findings),
+                tuple(sys.argv),
+                total - counts,
+                tuple(findings),
+                complete,
+                self.name,
+            )
+            _processes.write(self.folder, process)
+            self.written = {(f.location, f.code) for f in findings}
 
     def finish(self) -> None:
         """Write the whole record, once, in the process it belongs to."""
         if self.ended or os.getpid() != self.pid:
             return
+        from kl_guard import _deferred
+
+        _deferred.drain(block=True)  # the checks still waiting for their numbers
+        _write_safely(self, complete=True)
         self.ended = True
-        _say_failure(self.write, complete=True)
-        self.written = True
-        if self.terminated:
-            _terminate()
+        if _TERMINATED:  # a SIGTERM came while this was written: it ends the process now
+            os.kill(os.getpid(), signal.SIGTERM)
 
 
 #: This process's part, while it is one of a run's.
@@ -155,19 +166,21 @@ def follow(guard: Guard, folder: str) -> Part:
     """Make ``guard`` this process's part of the run in ``folder``; its forks follow it."""
     import multiprocessing.util
 
+    from kl_guard import _lifecycle
+
     global _PART
     part = _PART = Part(guard, folder)
-    part.lock = _processes.hold(folder)
-    guard.on_new_finding(part.wrote_finding)
-    _say_failure(part.write, complete=False)
+    _lifecycle.on_record(guard, part.recorded)
+    _write_safely(part, complete=False)
     _finish_at_sigterm()
     _at_multiprocessing_exit(part)
-    if sys.excepthook is sys.__excepthook__:  # the program set none of its own
-        sys.excepthook = _report_uncaught
     # multiprocessing forgets its exit functions in each child it starts, then calls
     # these: a record for a child it forks, or spawns (torch imported before its start)
     multiprocessing.util.register_after_fork(part, _at_multiprocessing_exit)
-    _HOOKS.once()
+    if not _HOOKED:
+        _hook_process()
+    if sys.excepthook is sys.__excepthook__:  # the program set none of its own
+        sys.excepthook = _report_uncaught
     return part
 
 
@@ -187,25 +200,21 @@ def _after_fork() -> None:
         _PART.after_fork()
 
 
-class _Hooks:
-    """The process-wide hooks, set once per process (``os.register_at_fork`` has no undo)."""
-
-    done = False
-
-    def once(self) -> None:
-        if not self.done:
-            os.register_at_fork(after_in_child=_after_fork)
-            atexit.register(_finish)
-            self.done = True
+_HOOKED: list[bool] = []
 
 
-_HOOKS = _Hooks()
+def _hook_process() -> None:
+    """The process-wide hooks, set once (``os.register_at_fork`` has no undo)."""
+    if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
+        os.register_at_fork(after_in_child=_after_fork)
+    atexit.register(_finish)
+    _HOOKED.append(True)
 
 
-def _say_failure(write: Callable[..., None], *, complete: bool) -> None:
+def _write_safely(part: Part, *, complete: bool) -> None:
     try:
-        write(complete=complete)
-    except Exception as exc:  # at start, at exit, in a signal handler: say it, never raise
+        part.write(complete=complete)
+    except Exception as exc:  # at start, at exit, at a finding: say it, never raise
         print(f"kl_guard: process {os.getpid()} could not write its record: {exc}", file=sys.stderr)
 
 
@@ -222,26 +231,28 @@ def _rank(findings: Sequence[Finding]) -> int | None:
 
 
 def _finish_at_sigterm() -> None:
-    """Write the record before a SIGTERM ends the process, where nobody else handles it."""
+    """Write the record before a SIGTERM ends the process, where nobody else handles it
+    (``Pool.terminate()``)."""
     if threading.current_thread() is not threading.main_thread():
         return
-    if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, _at_sigterm):
-        return
-    signal.signal(signal.SIGTERM, _at_sigterm)
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _at_sigterm)
+
+
+#: A SIGTERM came: the process ends once its whole record is written.
+_TERMINATED: list[bool] = []
 
 
 def _at_sigterm(signum: int, frame: FrameType | None) -> None:
-    part = _PART
-    if part is not None and part.ended and not part.written and os.getpid() == part.pid:
-        part.terminated = True  # the record is being written: the process ends after it
-        return
+    # The interrupted code may hold a lock the record needs (or be writing it): a
+    # thread writes it and ends the process, while this one carries on meanwhile.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # a second SIGTERM ends it at once
+    _TERMINATED.append(True)
+    threading.Thread(target=_finish_then_end, name="kl_guard-sigterm", daemon=True).start()
+
+
+def _finish_then_end() -> None:
     _finish()
-    _terminate()
-
-
-def _terminate() -> None:
-    """End this process as the SIGTERM it was sent would have."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.kill(os.getpid(), signal.SIGTERM)
 
 

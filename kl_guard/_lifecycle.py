@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -73,9 +72,10 @@ def _after_fork_in_child() -> None:
     for layer in (_LAYERS.base, *_LAYERS.guards):
         if layer is not None:
             layer.record.after_fork()
+            layer.schedule.policy.after_fork()
 
 
-os.register_at_fork(after_in_child=_after_fork_in_child)
+_compat.after_fork(_after_fork_in_child)
 
 
 def _schedule(config: Config) -> tuple[int | None, int, int]:
@@ -199,11 +199,6 @@ class Guard:
     def active(self) -> bool:
         return self._layer is not None
 
-    def on_new_finding(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` each time this running guard records a new (location, code)."""
-        if self._layer is not None:
-            self._layer.record.on_new = callback
-
     def start(self) -> None:
         _compat.require_supported_torch()
         with PATCH.lock:
@@ -260,6 +255,18 @@ class Guard:
                 return func(*args, **kwargs)
 
         return cast(F, guarded)
+
+
+def recorded(guard: Guard) -> tuple[list[Finding], Counts]:
+    """What ``guard`` recorded so far, without waiting for deferred checks."""
+    layer = guard._layer or guard._last
+    return (layer.record.findings(), layer.counts()) if layer else ([], Counts())
+
+
+def on_record(guard: Guard, callback: Callable[[Finding], None]) -> None:
+    """Call ``callback`` after each finding the running ``guard`` records."""
+    if guard._layer is not None:
+        guard._layer.record.on_add = callback
 
 
 def guard(

@@ -89,6 +89,10 @@ class SitePolicy:
         self._sites: dict[tuple[int, int], Site] = {}
         self._gone = (0, 0)  # (seen, checks) of the sites dropped or replaced
 
+    def after_fork(self) -> None:
+        """In a forked child: a new lock (one another thread held at the fork stays held)."""
+        self._lock = threading.Lock()
+
     def site(self, code: CodeType | None, lasti: int, config: Config) -> Site:
         # id(), not the code object: hashing a code object hashes its constants
         key = (id(code), lasti)

@@ -3,9 +3,11 @@ each process's record, and the records combined.
 
 The runner names a folder and its settings in ``KL_GUARD_RUN`` and puts the
 start-up hook (``kl_guard/_hook/sitecustomize.py``) first on
-``PYTHONPATH``; every Python child inherits both, and each writes one JSON
-file there when it starts and again when it ends (``_child``). The runner then reads them all, as
-``coverage combine`` reads its data files. Standard library only.
+``PYTHONPATH``; every Python child inherits both, and each writes its record
+there, one JSON file (``<pid>-<token>.json``), when it starts, at each new
+finding, and whole when it ends (``_child``), and holds a lock while it lives.
+The runner then reads them all, as ``coverage combine`` reads its data files.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ class Process:
     #: False for a process that started but was ended before it wrote its whole
     #: record (killed, or ``os._exit`` outside ``multiprocessing``)
     complete: bool = True
+    #: The record's name in the run's folder (``<pid>-<token>``)
+    name: str = ""
     #: Still running when the runner gave up waiting for its whole record
     running: bool = False
 
@@ -53,7 +57,6 @@ class Process:
 def followed(mode: str, options: Mapping[str, Any]) -> Iterator[str]:
     """The environment that guards every Python child, while the program runs; the folder."""
     folder = tempfile.mkdtemp(prefix="kl_guard-")
-    pid = os.getpid()
     settings = {
         "mode": mode,
         "options": {k: sorted(v) if isinstance(v, frozenset) else v for k, v in options.items()},
@@ -65,8 +68,7 @@ def followed(mode: str, options: Mapping[str, Any]) -> Iterator[str]:
     try:
         yield folder
     finally:
-        if os.getpid() == pid:  # not a forked child leaving the runner
-            shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(folder, ignore_errors=True)
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
@@ -90,14 +92,14 @@ def write(folder: str, process: Process) -> None:
         "findings": [dataclasses.asdict(f) for f in process.findings],
         "complete": process.complete,
     }
-    path = os.path.join(folder, f"{process.pid}.json")
-    with open(path + ".tmp", "w", encoding="utf-8") as file:
+    fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{process.name}.", suffix=".tmp")
+    with open(fd, "w", encoding="utf-8") as file:
         json.dump(record, file)
-    os.replace(path + ".tmp", path)
+    os.replace(temporary, os.path.join(folder, f"{process.name}.json"))
 
 
-def hold(folder: str) -> int | None:
-    """Lock ``<pid>.lock`` in ``folder`` for the rest of this process's life; its descriptor.
+def hold(folder: str, name: str) -> int | None:
+    """Lock ``<name>.lock`` in ``folder`` for the rest of this process's life; its descriptor.
 
     The system lets go of the lock when the process ends, however it ends
     (SIGKILL included), and a forked child does not inherit it: the runner
@@ -107,19 +109,23 @@ def hold(folder: str) -> int | None:
     if sys.platform == "win32":  # no fork, no lockf: the runner does not wait
         return None
     try:
-        fd = os.open(os.path.join(folder, f"{os.getpid()}.lock"), os.O_WRONLY | os.O_CREAT, 0o600)
+        fd = os.open(os.path.join(folder, f"{name}.lock"), os.O_WRONLY | os.O_CREAT, 0o600)
     except OSError:  # the folder is gone: the runner is no longer waiting
         return None
-    fcntl.lockf(fd, fcntl.LOCK_EX)  # a new file of this process's own: never blocks
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a new file of its own
+    except OSError:  # no locks on this file system (ENOLCK): the runner does not wait
+        os.close(fd)
+        return None
     return fd
 
 
-def running(folder: str, pid: int) -> bool:
-    """Whether process ``pid`` of the run still holds its lock (see :func:`hold`)."""
+def running(folder: str, name: str) -> bool:
+    """Whether the process of record ``name`` still holds its lock (see :func:`hold`)."""
     if sys.platform == "win32":
         return False
     try:
-        fd = os.open(os.path.join(folder, f"{pid}.lock"), os.O_RDONLY)
+        fd = os.open(os.path.join(folder, f"{name}.lock"), os.O_RDONLY)
     except FileNotFoundError:
         return False
     try:
@@ -132,28 +138,34 @@ def running(folder: str, pid: int) -> bool:
 
 
 def collect(folder: str) -> list[Process]:
-    """The records the children wrote in ``folder``, by rank, then by process id."""
+    """The records in ``folder``, by rank, then by process id; one that cannot be read is
+    said on stderr and left out."""
     processes = []
-    for name in os.listdir(folder):
-        if not name.endswith(".json"):
+    for entry in sorted(os.listdir(folder)):
+        if not entry.endswith(".json"):
             continue
-        with open(os.path.join(folder, name), encoding="utf-8") as file:
-            record = json.load(file)
-        rank = record["rank"]
-        processes.append(
-            Process(
-                pid=record["pid"],
-                rank=rank,
-                argv=tuple(record["argv"]),
-                counts=Counts(**record["calls"]),
-                findings=tuple(
-                    dataclasses.replace(f, rank=rank if f.rank is None else f.rank)
-                    for f in (Finding(**fields) for fields in record["findings"])
-                ),
-                complete=record["complete"],
-            )
-        )
+        try:
+            with open(os.path.join(folder, entry), encoding="utf-8") as file:
+                processes.append(_process(entry[: -len(".json")], json.load(file)))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"kl_guard: the record {entry} could not be read: {exc!r}", file=sys.stderr)
     return sorted(processes, key=lambda p: (p.rank is None, p.rank or 0, p.pid))
+
+
+def _process(name: str, record: dict[str, Any]) -> Process:
+    rank = record["rank"]
+    return Process(
+        pid=record["pid"],
+        rank=rank,
+        argv=tuple(record["argv"]),
+        counts=Counts(**record["calls"]),
+        findings=tuple(
+            dataclasses.replace(f, rank=rank if f.rank is None else f.rank)
+            for f in (Finding(**fields) for fields in record["findings"])
+        ),
+        complete=record.get("complete", True),
+        name=name,
+    )
 
 
 def combined(processes: Sequence[Process]) -> tuple[list[Finding], Counts]:

@@ -22,6 +22,14 @@ import torch
 from kl_guard import _arguments, _calls, _compat, _compiled, _patch, _reporting
 
 _lock = threading.Lock()
+
+
+def _new_lock_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()
+
+
+_compat.after_fork(_new_lock_after_fork)
 _defined: list[bool] = []
 _prepared_for_dynamo: list[bool] = []
 _libraries: list[torch.library.Library] = []

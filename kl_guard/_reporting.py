@@ -12,6 +12,7 @@ from typing import ParamSpec, TypeVar
 
 import torch
 
+from kl_guard import _compat
 from kl_guard._config import Config, Mode
 from kl_guard._exceptions import WARNING_CATEGORIES, KLGuardError, KLGuardWarning
 from kl_guard._findings import Finding
@@ -73,8 +74,8 @@ class Record:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._items: dict[tuple[str, str], Finding] = {}
-        #: Called after a (location, code) is recorded for the first time.
-        self.on_new: Callable[[], None] | None = None
+        #: Called after each finding is recorded (``_child`` writes its record then).
+        self.on_add: Callable[[Finding], None] | None = None
 
     def add(self, finding: Finding) -> bool:
         """Count ``finding``; True when its (location, code) is new here.
@@ -87,11 +88,11 @@ class Record:
             seen = self._items.get(key)
             if seen is not None:
                 self._items[key] = dataclasses.replace(seen, count=seen.count + finding.count)
-                return False
-            self._items[key] = finding
-        if self.on_new is not None:
-            self.on_new()
-        return True
+            else:
+                self._items[key] = finding
+        if self.on_add is not None:
+            self.on_add(finding)
+        return seen is None
 
     def findings(self) -> list[Finding]:
         with self._lock:
@@ -179,6 +180,14 @@ def _warn_at(finding: Finding, site: CallSite | None) -> None:
 
 _failure_lock = threading.Lock()
 _failure_said = False
+
+
+def _new_lock_after_fork() -> None:
+    global _failure_lock
+    _failure_lock = threading.Lock()
+
+
+_compat.after_fork(_new_lock_after_fork)
 
 
 def internal_error(exc: BaseException) -> None:

@@ -30,7 +30,7 @@ from typing import Any, TextIO
 from kl_guard import _processes
 from kl_guard._config import Mode, configure, default_config
 from kl_guard._findings import Counts, Finding
-from kl_guard._summary import headline, summary_lines
+from kl_guard._summary import headline, plural, summary_lines
 
 JSON_VERSION = 1
 
@@ -92,20 +92,36 @@ WAIT = 30.0
 
 
 def _children(folder: str) -> list[_processes.Process]:
-    """The children's records, once each is whole or its process has ended (``WAIT`` at most)."""
+    """The processes' records, once each is whole or its process has ended (``WAIT`` at
+    most, or until Ctrl-C)."""
     start = time.monotonic()
     told = False
-    while True:
-        found = _processes.collect(folder)
-        waiting = [p for p in found if not p.complete and _processes.running(folder, p.pid)]
-        waited = time.monotonic() - start
-        if not waiting or waited > WAIT:
-            return [dataclasses.replace(p, running=True) if p in waiting else p for p in found]
-        if not told and waited > 1:
-            pids = ", ".join(str(p.pid) for p in waiting)
-            print(f"kl_guard: waiting up to {WAIT:.0f} s for process {pids}", file=sys.stderr)
-            told = True
-        time.sleep(0.05)
+    try:
+        while time.monotonic() - start < WAIT:
+            waiting = _waiting(folder)
+            if not waiting:
+                break
+            if not told and time.monotonic() - start > 1:
+                pids = ", ".join(str(p.pid) for p in waiting)
+                print(f"kl_guard: waiting up to {WAIT:.0f} s for process {pids}", file=sys.stderr)
+                told = True
+            time.sleep(0.05)
+    except KeyboardInterrupt:
+        pass  # the summary of what there is
+    running = {p.name for p in _waiting(folder)}
+    # read after the locks: a record written just before its lock went is whole
+    return [
+        dataclasses.replace(p, running=True) if p.name in running else p
+        for p in _processes.collect(folder)
+    ]
+
+
+def _waiting(folder: str) -> list[_processes.Process]:
+    return [
+        p
+        for p in _processes.collect(folder)
+        if not p.complete and _processes.running(folder, p.name)
+    ]
 
 
 def _launched_rank() -> int | None:
@@ -219,17 +235,20 @@ def _summarize(
     stream: TextIO,
     rank: int | None = None,
 ) -> None:
-    line = headline(found, counts)
+    cut = [p for p in processes if not p.complete]
+    line = headline(found, counts, at_least=bool(cut))
     if len(processes) > 1:
         line += f", in {len(processes)} processes"
-        cut = sum(not p.complete for p in processes)
-        if cut:
-            line += f" ({cut} ended before writing {'its' if cut == 1 else 'their'} whole record)"
+    ended, running = sum(not p.running for p in cut), sum(p.running for p in cut)
+    short = [f"{ended} ended before writing its whole record"] if ended else []
+    short += [f"{running} still running"] if running else []
+    if short:
+        line += f" ({', '.join(short)})"
     of = "" if rank is None else f", rank {rank} of {os.environ['WORLD_SIZE']}"
     print(f"kl_guard summary (mode={mode}{of}): {line}", file=stream)
     if rank == 0:
         print(f"  {_ONE_PER_RANK}", file=stream)
-    if len(processes) > 1:
+    if len(processes) > 1 or cut:
         for said in _process_lines(processes):
             print(f"  {said}", file=stream)
     if found:
@@ -262,7 +281,7 @@ def _process_lines(processes: Sequence[_processes.Process]) -> list[str]:
             quiet.append(label)
     if quiet:
         shown = ", ".join(quiet[:_SHOWN]) + (", ..." if len(quiet) > _SHOWN else "")
-        lines.append(f"{_plural(len(quiet), 'process')} saw no KL call: {shown}")
+        lines.append(f"{plural(len(quiet), 'process')} saw no KL call: {shown}")
     return lines
 
 
@@ -277,10 +296,6 @@ _RUNNING = (
     "still running when the program ended (a server or daemon process): "
     "calls after its last finding are not counted"
 )
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}es" if word.endswith("s") else f"{n} {word}s"
 
 
 def _write_json(

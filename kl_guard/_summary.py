@@ -22,20 +22,24 @@ def summary_lines(findings: Sequence[Finding]) -> list[str]:
 NOTHING_SEEN = (
     "no KL call seen: the program called neither F.kl_div nor nn.KLDivLoss, or called them "
     "where kl_guard could not see (a reference taken before kl_guard started, "
-    "a child process, compiled code)"
+    "a process kl_guard did not follow, compiled code)"
 )
 
 
-def _plural(n: int, noun: str) -> str:
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+def plural(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 'es' if noun.endswith('s') else 's'}"
 
 
-def headline(found: Sequence[Finding], counts: Counts) -> str:
-    """What was found and what was checked, in one line."""
-    if not counts.seen and not found:
+def headline(found: Sequence[Finding], counts: Counts, *, at_least: bool = False) -> str:
+    """What was found and what was checked, in one line; ``at_least``: the counts stop
+    short (a process ended before it wrote them all)."""
+    if not counts.seen and not found and not at_least:
         return NOTHING_SEEN
-    what = _plural(len(found), "finding") if found else "no findings"
+    what = plural(len(found), "finding") if found else "no findings"
     checked = f"{counts.checked} checked from their tensors"
     if counts.traced:
         checked += f", {counts.traced} from their arguments only (traced by the compiler)"
-    return f"{what} in {_plural(counts.seen, 'KL call')} ({checked})"
+    calls = (
+        f"at least {plural(counts.seen, 'KL call')}" if at_least else plural(counts.seen, "KL call")
+    )
+    return f"{what} in {calls} ({checked})"

@@ -13,13 +13,14 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from helpers import run_subprocess
-from kl_guard import _processes, _runner
+from kl_guard import _compat, _processes, _runner
 from kl_guard._findings import Counts, Finding
 
 
@@ -30,7 +31,9 @@ def finding(location: str, rank: int | None, count: int = 1) -> Finding:
 def test_records_combine_per_location_code_and_rank(tmp_path: Path) -> None:
     for pid, rank in ((11, 0), (12, 1), (13, None)):
         found = [finding("a.py:1", None, 2), finding("b.py:2", 5)]
-        process = _processes.Process(pid, rank, ("a.py",), Counts(10, 3, 1), tuple(found))
+        process = _processes.Process(
+            pid, rank, ("a.py",), Counts(10, 3, 1), tuple(found), name=str(pid)
+        )
         _processes.write(str(tmp_path), process)
     processes = _processes.collect(str(tmp_path))  # the folder goes with followed()
     assert [p.label() for p in processes] == ["rank 0", "rank 1", "pid 13"]
@@ -281,7 +284,7 @@ TERMINATED = """\
 import multiprocessing as mp, os, signal
 import torch
 import torch.nn.functional as F
-from kl_guard import _processes, _runner
+from kl_guard import _compat, _processes, _runner
 
 def work():
     s = torch.randn(8, 5)
@@ -435,19 +438,19 @@ def test_a_process_holds_its_lock_until_it_ends_however_it_ends(tmp_path: Path) 
             sys.executable,
             "-c",
             "import sys, time; from kl_guard import _processes\n"
-            "_processes.hold(sys.argv[1]); print('held', flush=True); time.sleep(60)",
+            "_processes.hold(sys.argv[1], 'r'); print('held', flush=True); time.sleep(60)",
             str(tmp_path),
         ],
         stdout=subprocess.PIPE,
         text=True,
     )
     assert holder.stdout is not None and holder.stdout.readline() == "held\n"
-    assert _processes.running(str(tmp_path), holder.pid)
+    assert _processes.running(str(tmp_path), "r")
     holder.kill()  # SIGKILL: no exit handler runs, the system lets go of the lock
     holder.wait()
     holder.stdout.close()
-    assert not _processes.running(str(tmp_path), holder.pid)
-    assert not _processes.running(str(tmp_path), 1)  # no lock file at all
+    assert not _processes.running(str(tmp_path), "r")
+    assert not _processes.running(str(tmp_path), "other")  # no lock file at all
 
 
 def test_a_child_that_cannot_be_guarded_says_so_and_imports_torch(tmp_path: Path) -> None:
@@ -461,3 +464,98 @@ def test_a_child_that_cannot_be_guarded_says_so_and_imports_torch(tmp_path: Path
     )
     assert done.returncode == 0 and done.stdout == "1.0\n", done.stderr
     assert re.search(r"^kl_guard: process \d+ is not guarded: .*check_every", done.stderr, re.M)
+
+
+INHERITED = """\
+import os
+import torch
+import torch.nn.functional as F
+
+def misuse():
+    s = torch.randn(8, 5)
+    F.kl_div(F.log_softmax(s, 1), F.softmax(s, 1))  # misuse
+
+misuse()  # the parent first, then the child at the same line
+pid = os.fork()
+if pid == 0:
+    misuse()
+    os._exit(0)
+os.waitpid(pid, 0)
+"""
+
+
+@pytest.mark.slow
+def test_a_forked_child_keeps_a_finding_its_parent_had_before_the_fork(tmp_path: Path) -> None:
+    (tmp_path / "main.py").write_text(INHERITED)
+    code, stderr, report = run_job(tmp_path, "warn", "main.py")
+    assert code == 0, stderr
+    parent, child = sorted(report["processes"], key=lambda p: p["complete"], reverse=True)
+    assert parent["findings"] == 1 and child["findings"] == 1 and not child["complete"]
+    assert [(f["location"], f["count"]) for f in report["findings"]] == [("main.py:7", 2)]
+
+
+EXECS = """\
+import os, sys
+import torch
+import torch.nn.functional as F
+s = torch.randn(8, 5)
+F.kl_div(F.log_softmax(s, 1), F.softmax(s, 1))  # misuse
+os.execv(sys.executable, [sys.executable, "-c", "import torch"])  # the same pid
+"""
+
+
+@pytest.mark.slow
+def test_a_program_that_execs_keeps_its_record(tmp_path: Path) -> None:
+    (tmp_path / "main.py").write_text(EXECS)
+    code, stderr, report = run_job(tmp_path, "warn", "main.py")
+    assert code == 0, stderr
+    assert [(f["location"], f["count"]) for f in report["findings"]] == [("main.py:5", 1)]
+    assert len({p["pid"] for p in report["processes"]}) == 1 < len(report["processes"])
+
+
+HELD = """\
+import os, signal, time
+import torch
+import torch.nn.functional as F
+from kl_guard import _lifecycle
+
+s = torch.randn(8, 5)
+F.kl_div(F.log_softmax(s, 1), F.softmax(s, 1))  # misuse
+record = _lifecycle._LAYERS.guards[0].record
+with record._lock:  # the SIGTERM comes while this thread records a finding
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(0.5)
+time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_a_sigterm_while_a_lock_is_held_still_ends_the_process_with_its_record(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "main.py").write_text(HELD)
+    code, stderr, report = run_job(tmp_path, "warn", "main.py")
+    assert code == 128 + signal.SIGTERM, stderr
+    [program] = report["processes"]
+    assert program["complete"] and program["findings"] == 1
+
+
+def test_records_written_at_once_by_two_threads_stay_whole(tmp_path: Path) -> None:
+    process = _processes.Process(1, None, ("a.py",), Counts(1, 1), (), name="1-a")
+
+    def write_often() -> None:
+        for _ in range(200):
+            _processes.write(str(tmp_path), process)
+
+    threads = [threading.Thread(target=write_often) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert _processes.collect(str(tmp_path)) == [process]
+    assert os.listdir(tmp_path) == ["1-a.json"]  # no temporary file left
+
+
+def test_without_fork_there_is_nothing_to_renew(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delattr(os, "register_at_fork")  # as on Windows
+    _compat.after_fork(lambda: None)

@@ -289,7 +289,7 @@ def test_a_run_that_saw_no_kl_call_says_so(
     assert _cli.main(["run", "--json", str(json_path), script(tmp_path, cached)]) == 0
     last = capfd.readouterr().err.splitlines()[-1]
     assert last.startswith("kl_guard summary (mode=warn): no KL call seen: ")
-    assert "child process" in last and "compiled code" in last
+    assert "a process kl_guard did not follow" in last and "compiled code" in last
     assert json.loads(json_path.read_text())["calls"] == {"seen": 0, "checked": 0, "traced": 0}
 
 
@@ -319,7 +319,8 @@ def test_a_program_that_ends_without_exit_handlers_still_gets_its_summary(
     assert [f["code"] for f in report["findings"]] == ["KLG001"]
     [program] = report["processes"]
     assert not program["complete"] and program["findings"] == 1
-    assert "kl_guard summary (mode=raise): 1 finding in 1 KL call" in capfd.readouterr().err
+    said = "kl_guard summary (mode=raise): 1 finding in at least 1 KL call"
+    assert said in capfd.readouterr().err
 
 
 STOPPED = """\
