@@ -4,10 +4,11 @@ written when it starts and when it ends.
 The start-up hook (``_hook/sitecustomize.py``) calls :func:`start` in every
 Python process the runner starts: the program, and each Python child of it.
 Nothing happens until the process imports torch (one that never does pays
-nothing and imports no torch); then a guard with the run's settings starts. A process forked from a
-guarded one (``multiprocessing``'s fork and forkserver, ``os.fork()``, a
-DataLoader worker) keeps the guard it inherits and becomes a process of the
-run itself: its record counts only what it did after the fork.
+nothing and imports no torch); then a guard with the run's settings starts.
+A process forked from a guarded one (``multiprocessing``'s fork and
+forkserver, ``os.fork()``, a DataLoader worker) keeps the guard it inherits
+and becomes a process of the run itself: its record counts only what it did
+after the fork.
 
 A process writes a first record when it starts, and its whole record when it
 ends: at exit, at ``multiprocessing``'s exit of a child (which ends with

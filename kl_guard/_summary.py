@@ -39,7 +39,5 @@ def headline(found: Sequence[Finding], counts: Counts, *, at_least: bool = False
     checked = f"{counts.checked} checked from their tensors"
     if counts.traced:
         checked += f", {counts.traced} from their arguments only (traced by the compiler)"
-    calls = (
-        f"at least {plural(counts.seen, 'KL call')}" if at_least else plural(counts.seen, "KL call")
-    )
-    return f"{what} in {calls} ({checked})"
+    calls = plural(counts.seen, "KL call")
+    return f"{what} in {'at least ' if at_least else ''}{calls} ({checked})"
