@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from kl_guard import _check
-from kl_guard._call import Call
 from kl_guard._reduction import op_reduction
+from kl_guard._signature import Call
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]

@@ -14,11 +14,11 @@ from typing import NamedTuple
 import torch
 
 from kl_guard import _compat, _statistics
-from kl_guard._call import Api, Call, TensorInfo, candidate_dims, other_dims
 from kl_guard._diagnosis import argument_findings, tensor_findings, wants_more_dims
 from kl_guard._messages import Diagnosis
 from kl_guard._plan import ScreenPlan, screen_passes, screen_plan
 from kl_guard._reduction import resolve_reduction
+from kl_guard._signature import Api, Call, TensorInfo, candidate_dims, other_dims
 
 Stats = dict[int, _statistics.DimStats]
 

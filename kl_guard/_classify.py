@@ -13,7 +13,7 @@ import math
 from collections.abc import Mapping
 from typing import Literal
 
-from kl_guard._call import Call, candidate_dims
+from kl_guard._signature import Call, candidate_dims
 from kl_guard._statistics import DimStats, SideStats
 
 # Machine epsilon of each dtype, for the rounding allowed in a loss.

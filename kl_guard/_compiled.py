@@ -18,11 +18,11 @@ from collections.abc import Callable
 import torch
 
 from kl_guard import _check, _compat, _reporting, _sites
-from kl_guard._call import Api, Call
 from kl_guard._config import Config, Mode
 from kl_guard._diagnosis import argument_findings
 from kl_guard._findings import Finding
 from kl_guard._messages import Diagnosis
+from kl_guard._signature import Api, Call
 from kl_guard._sites import CallSite
 
 #: What can be known of a call while it is traced, from its arguments alone.
@@ -78,7 +78,7 @@ def trace_config(config: Config) -> Config:
 
 
 @dataclasses.dataclass(frozen=True)
-class TracedSite:
+class TracedCall:
     """A kl_div call in a compiled graph, as dynamo saw it: where, and its
     arguments other than the tensors. The tensors' ``requires_grad`` and the
     grad mode are the program's: the graph runs its forward without grad."""
@@ -90,15 +90,15 @@ class TracedSite:
     grad_enabled: bool
 
 
-class _TracedSites:
+class _TracedCalls:
     """Every call dynamo traced, by token: a recompiled graph gets the same tokens."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
-        self.sites: list[TracedSite] = []
-        self.tokens: dict[TracedSite, int] = {}
+        self.sites: list[TracedCall] = []
+        self.tokens: dict[TracedCall, int] = {}
 
-    def token(self, traced: TracedSite) -> int:
+    def token(self, traced: TracedCall) -> int:
         with self.lock:
             token = self.tokens.get(traced)
             if token is None:
@@ -107,7 +107,7 @@ class _TracedSites:
             return token
 
 
-TRACED = _TracedSites()
+TRACED = _TracedCalls()
 
 # nn.KLDivLoss.forward, whose F.kl_div call is the module's
 _LOSS_MODULE_FILE = os.path.join("torch", "nn", "modules", "loss.py")
@@ -138,7 +138,7 @@ def site_token(
         ("size_average", size_average),
         ("reduce", reduce),
     )
-    return TRACED.token(TracedSite(*located, arguments, requires_grad, grad_enabled))
+    return TRACED.token(TracedCall(*located, arguments, requires_grad, grad_enabled))
 
 
 def _located() -> tuple[_sites.CallSite | None, Api]:
@@ -154,7 +154,7 @@ def _located() -> tuple[_sites.CallSite | None, Api]:
     return _sites.site_of(_sites.user_frame(1)), "function"
 
 
-def traced_call(traced: TracedSite, input: torch.Tensor, target: torch.Tensor) -> Call | None:
+def traced_call(traced: TracedCall, input: torch.Tensor, target: torch.Tensor) -> Call | None:
     """The :class:`Call` of a traced call, from the tensors the graph computed."""
     call = _check.describe(input, target, api=traced.api, **dict(traced.arguments))
     if call is None or (

@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from kl_guard._call import Call, other_dims
 from kl_guard._classify import (
     LOG_PROBS,
     PROBS,
@@ -23,6 +22,7 @@ from kl_guard._classify import (
 )
 from kl_guard._loss import loss_finding
 from kl_guard._messages import Diagnosis, dim_name, evidence_line, render_call
+from kl_guard._signature import Call, other_dims
 from kl_guard._statistics import DimStats
 
 

@@ -12,7 +12,7 @@ import inspect
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from kl_guard import _calls, _compat, _deferred, _recorder, _reporting
+from kl_guard import _compat, _deferred, _percall, _recorder, _reporting
 from kl_guard._config import Config, Mode, Options, configure, default_config
 from kl_guard._findings import Counts, Finding
 from kl_guard._patch import PATCH
@@ -31,7 +31,7 @@ class _Layer:
     def __init__(self, config: Config) -> None:
         self.config = config
         self.record = _reporting.Record()
-        self.schedule = _calls.Schedule()
+        self.schedule = _percall.LayerCalls()
         # Calls counted elsewhere: by a schedule this layer replaced, or by a
         # guard inside it (only the innermost layer's schedule counts a call).
         self.carried = Counts()
@@ -52,16 +52,16 @@ class _Layers:
         """Bring the patch and the wrappers' view in line with the layers (lock held)."""
         layers = [*reversed(self.guards), *([self.base] if self.base else [])]
         if not layers:
-            _calls.ACTIVE.view = None
+            _percall.ACTIVE.view = None
             PATCH.remove()
             return
         _recorder.register()
-        PATCH.apply({"call": _calls.wrapper, "built": _calls.built_wrapper})
+        PATCH.apply({"call": _percall.wrapper, "built": _percall.built_wrapper})
         top = layers[0]
-        _calls.ACTIVE.view = (
+        _percall.ACTIVE.view = (
             None
             if top.config.mode is Mode.OFF
-            else _calls.View(top.config, tuple(layer.record for layer in layers), top.schedule)
+            else _percall.View(top.config, tuple(layer.record for layer in layers), top.schedule)
         )
 
 
@@ -111,7 +111,7 @@ def install(
         else:
             if _schedule(config) != _schedule(base.config):
                 base.carried = base.counts()
-                base.schedule = _calls.Schedule()  # a new schedule starts afresh at every site
+                base.schedule = _percall.LayerCalls()  # a new schedule starts afresh at every site
             base.config = config
         _LAYERS.refresh()
 

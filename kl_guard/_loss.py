@@ -5,10 +5,10 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from kl_guard._call import Call
 from kl_guard._classify import EPS, LOG_PROBS, MAX, PROBS, Reading, carried_dtype, loss_tolerance
 from kl_guard._findings import CODES
 from kl_guard._messages import Diagnosis, fmt, render_call
+from kl_guard._signature import Call
 from kl_guard._statistics import DimStats
 
 

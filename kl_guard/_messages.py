@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-from kl_guard._call import Call, TensorInfo
+from kl_guard._signature import Call, TensorInfo
 from kl_guard._statistics import DimStats, SideStats
 
 

@@ -1,7 +1,7 @@
 """The patch itself: wrapper objects on the KL entry points, applied and removed.
 
 Also torch's own warning for ``reduction='mean'``, which KLG001 replaces
-while the patch is on. What a wrapper does per call is in ``_calls``.
+while the patch is on. What a wrapper does per call is in ``_percall``.
 """
 
 from __future__ import annotations
@@ -35,9 +35,6 @@ TARGETS = (
 #: ``F.kl_div``, and the op it calls (``torch.kl_div``), by (module, attribute path).
 FUNCTIONAL = ("torch.nn.functional", "kl_div")
 OP = ("torch", "kl_div")
-
-#: The module whose frames call torch's ``F.kl_div`` for a patched call.
-CALLER_MODULE = "kl_guard._calls"
 
 #: Packages whose module globals keep the original function: torch's own code
 #: calls it through the module attribute (or must not be checked), kl_guard's
@@ -142,6 +139,8 @@ class Patch:
         #: the op the patch on ``torch.kl_div`` calls (None when it is not patched):
         #: ``wrapped`` is this object exactly when the wrapper runs for a direct call
         self.op: object = None
+        #: the filter of torch's 'mean' warning, made at apply for the wrappers' module
+        self._mean_warning: dict[str, Any] = _mean_warning("")
 
     @property
     def on(self) -> bool:
@@ -175,6 +174,9 @@ class Patch:
                 self.op = original
             if inspect.ismodule(owner):
                 rebind(original, applied.wrapper)
+        # torch's 'mean' warning names the frame that called F.kl_div: for a
+        # patched call, one of the wrapper's own module
+        self._mean_warning = _mean_warning(wrappers["call"].__module__)
         self.filter_mean_warning()
 
     def callee(self, path: tuple[str, str]) -> Callable[..., Any] | None:
@@ -197,7 +199,7 @@ class Patch:
             applied.switch.clear()
         self._applied.clear()
         self.op = None
-        _unfilter_mean_warning()
+        _unfilter_mean_warning(self._mean_warning)
         _compat.forget_dynamo_rules()
 
     def filter_mean_warning(self) -> None:
@@ -206,19 +208,16 @@ class Patch:
         Called at every checked call: a user's ``simplefilter`` added later
         would otherwise take precedence over it.
         """
-        if _mean_warning_filtered():
+        if _mean_warning_filtered(self._mean_warning):
             return
         with self.lock:
             # A call that raced uninstall() must not put the filter back after it.
-            if self._applied and not _mean_warning_filtered():
-                warnings.filterwarnings(**_MEAN_WARNING)  # type: ignore[arg-type]
-
-
-PATCH = Patch()
+            if self._applied and not _mean_warning_filtered(self._mean_warning):
+                warnings.filterwarnings(**self._mean_warning)
 
 
 def call_unfiltered(wrapped: Callable[..., Any], args: Any, kwargs: Any) -> Any:
-    """torch's call made from outside :data:`CALLER_MODULE`, so torch's own 'mean'
+    """torch's call made from outside the wrapper's module, so torch's own 'mean'
     warning shows as it does without kl_guard: for the calls kl_guard cannot judge
     and reports nothing of (a 0-d input), whose warning nothing would replace."""
     return wrapped(*args, **kwargs)
@@ -257,35 +256,45 @@ def rebind(old: object, new: object) -> int:
 
 # torch's warning for reduction='mean'. torch 2.10 and newer warn with
 # stacklevel=2, naming the frame that called F.kl_div: for a patched call, one of
-# CALLER_MODULE's, so the filter is inert for any call that does not pass through
-# kl_guard's wrappers. Older torch names its own module, which the filter then
-# matches too. While the patch is on, every call of F.kl_div passes through the
-# wrappers anyway, except one through a reference taken before the patch
+# the wrapper's module, so the filter is inert for any call that does not pass
+# through kl_guard's wrappers. Older torch names its own module, which the filter
+# then matches too. While the patch is on, every call of F.kl_div passes through
+# the wrappers anyway, except one through a reference taken before the patch
 # (``from torch.nn.functional import kl_div``): on that torch, such a call's
 # warning is hidden while kl_guard is on, and the call is not checked.
-_MEAN_WARNING_MODULES = (
-    (CALLER_MODULE,)
-    if _compat.TORCH_WARNS_WITH_STACKLEVEL
-    else (CALLER_MODULE, "torch.nn.functional")
-)
-_MEAN_WARNING = {
-    "action": "ignore",
-    "message": r"reduction: 'mean' divides the total loss",
-    "category": UserWarning,
-    "module": rf"(?:{'|'.join(map(re.escape, _MEAN_WARNING_MODULES))})\Z",
-}
+def _mean_warning(caller_module: str) -> dict[str, Any]:
+    """The filter of torch's 'mean' warning for calls made from ``caller_module``."""
+    modules = (
+        (caller_module,)
+        if _compat.TORCH_WARNS_WITH_STACKLEVEL
+        else (
+            caller_module,
+            "torch.nn.functional",
+        )
+    )
+    return {
+        "action": "ignore",
+        "message": r"reduction: 'mean' divides the total loss",
+        "category": UserWarning,
+        "module": rf"(?:{'|'.join(map(re.escape, modules))})\Z",
+    }
 
 
-def _is_mean_filter(entry: tuple[Any, ...]) -> bool:
-    return entry[0] == "ignore" and getattr(entry[3], "pattern", None) == _MEAN_WARNING["module"]
+def _is_mean_filter(entry: tuple[Any, ...], mean_warning: dict[str, Any]) -> bool:
+    return entry[0] == "ignore" and getattr(entry[3], "pattern", None) == str(
+        mean_warning["module"]
+    )
 
 
-def _mean_warning_filtered() -> bool:
-    return bool(warnings.filters) and _is_mean_filter(warnings.filters[0])
+def _mean_warning_filtered(mean_warning: dict[str, Any]) -> bool:
+    return bool(warnings.filters) and _is_mean_filter(warnings.filters[0], mean_warning)
 
 
-def _unfilter_mean_warning() -> None:
-    kept = [f for f in warnings.filters if not _is_mean_filter(f)]
+def _unfilter_mean_warning(mean_warning: dict[str, Any]) -> None:
+    kept = [f for f in warnings.filters if not _is_mean_filter(f, mean_warning)]
     if len(kept) != len(warnings.filters):
         warnings.filters[:] = kept  # type: ignore[index]
         _compat.filters_changed()
+
+
+PATCH = Patch()

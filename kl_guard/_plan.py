@@ -11,8 +11,8 @@ import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
-from kl_guard._call import Call, candidate_dims
 from kl_guard._classify import HALF, loss_tolerance, lse_tolerance, norm_tolerance
+from kl_guard._signature import Call, candidate_dims
 
 
 class ScreenPlan(NamedTuple):

@@ -14,7 +14,7 @@ def _no_code() -> None:
     return None
 
 
-class Site:
+class SiteSchedule:
     """The schedule of one call site.
 
     ``skip`` counts the calls still to let through before the next check;
@@ -66,7 +66,7 @@ class Site:
         return self.checks + self.granted - self.skip
 
 
-class SitePolicy:
+class ScheduleTable:
     """The schedules of every call site, keyed by (code object, instruction offset).
 
     Default (``check_every=None``): the first ``warmup`` calls at a site are
@@ -86,14 +86,14 @@ class SitePolicy:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._sites: dict[tuple[int, int], Site] = {}
+        self._sites: dict[tuple[int, int], SiteSchedule] = {}
         self._gone = (0, 0)  # (seen, checks) of the sites dropped or replaced
 
     def after_fork(self) -> None:
         """In a forked child: a new lock (one another thread held at the fork stays held)."""
         self._lock = threading.Lock()
 
-    def site(self, code: CodeType | None, lasti: int, config: Config) -> Site:
+    def site(self, code: CodeType | None, lasti: int, config: Config) -> SiteSchedule:
         # id(), not the code object: hashing a code object hashes its constants
         key = (id(code), lasti)
         site = self._sites.get(key)
@@ -105,7 +105,7 @@ class SitePolicy:
                         self._retire([site])
                     if len(self._sites) >= self.LIMIT:
                         self._shrink()
-                    site = self._sites[key] = Site(config.warmup, code)
+                    site = self._sites[key] = SiteSchedule(config.warmup, code)
         return site
 
     def _shrink(self) -> None:
@@ -115,7 +115,7 @@ class SitePolicy:
         self._retire([s for k, s in self._sites.items() if k not in live])
         self._sites = live
 
-    def _retire(self, sites: list[Site]) -> None:
+    def _retire(self, sites: list[SiteSchedule]) -> None:
         seen, checks = self._gone
         self._gone = (seen + sum(s.seen for s in sites), checks + sum(s.checks for s in sites))
 

@@ -7,7 +7,7 @@ It takes a constant token naming the kl_div line (``_compiled.site_token``,
 while dynamo traces) and the call's tensors, which the graph has computed
 anyway. At run time it is eager Python on the real tensors: the site's
 schedule decides, and a due call is checked and reported as an eager one is
-(``_calls.traced_call_ran``); raise mode's ``KLGuardError`` leaves the
+(``_percall.traced_call_ran``); raise mode's ``KLGuardError`` leaves the
 compiled call itself. Nothing of dynamo's is imported until a program compiles.
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import torch
 
-from kl_guard import _arguments, _calls, _compat, _compiled, _patch, _reporting
+from kl_guard import _arguments, _compat, _compiled, _patch, _percall, _reporting
 
 _lock = threading.Lock()
 
@@ -58,9 +58,9 @@ def _define() -> bool:
 
 
 def _record(token: int, input: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
-    view = _calls.ACTIVE.view
+    view = _percall.ACTIVE.view
     if view is not None:  # kl_guard is off, or was uninstalled since the compilation
-        _calls.traced_call_ran(token, input, target, loss, view)
+        _percall.traced_call_ran(token, input, target, loss, view)
 
 
 def _no_record(token: int, input: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
@@ -74,7 +74,7 @@ def _prepared() -> Callable[..., Any]:
         return traced
     with _lock:
         if not _prepared_for_dynamo:
-            torch.compiler.allow_in_graph(_calls.torch_kl_div)  # type: ignore[no-untyped-call]
+            torch.compiler.allow_in_graph(_percall.torch_kl_div)  # type: ignore[no-untyped-call]
             torch.compiler.assume_constant_result(_compiled.site_token)  # type: ignore[no-untyped-call]
             _prepared_for_dynamo.append(True)
     return traced
@@ -82,7 +82,7 @@ def _prepared() -> Callable[..., Any]:
 
 def traced(*args: Any, **kwargs: Any) -> Any:
     """What dynamo traces for a call of the patched ``F.kl_div``."""
-    loss = _calls.torch_kl_div(*args, **kwargs)
+    loss = _percall.torch_kl_div(*args, **kwargs)
     bound = _arguments.bind_arguments(args, kwargs, None)
     input, target = bound["input"], bound["target"]
     if not (

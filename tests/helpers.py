@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 
-from kl_guard import _calls, _lifecycle, _patch
+from kl_guard import _lifecycle, _patch, _percall
 
 Tensors = tuple[torch.Tensor, torch.Tensor]
 
@@ -301,9 +301,9 @@ def probs_input() -> Tensors:
     return F.softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1)
 
 
-def active_view() -> _calls.View:
+def active_view() -> _percall.View:
     """What the wrappers read now (kl_guard must be active and not off)."""
-    view = _calls.ACTIVE.view
+    view = _percall.ACTIVE.view
     assert view is not None, "kl_guard is not active"
     return view
 
@@ -317,7 +317,7 @@ def latest_site() -> tuple[object, int]:
 def fully_removed() -> bool:
     """No layer, no view and no patch is left."""
     layers = _lifecycle._LAYERS
-    return (layers.base, layers.guards, _calls.ACTIVE.view, _patch.PATCH.on) == (
+    return (layers.base, layers.guards, _percall.ACTIVE.view, _patch.PATCH.on) == (
         None,
         [],
         None,

@@ -18,7 +18,7 @@ from helpers import (
     marked_line,
     probs_input,
 )
-from kl_guard import _calls
+from kl_guard import _percall
 
 GOOD = "F.kl_div(log_p, q, reduction='batchmean')"
 MISUSE = "F.kl_div(p, q, reduction='batchmean')"  # probabilities as the input
@@ -120,7 +120,7 @@ def test_calls_the_policy_lets_through_never_reach_the_scheduled_path() -> None:
     reached: list[bool] = []  # per call of _scheduled_call: whether for F.kl_div
 
     def profile(frame: FrameType, event: str, arg: object) -> None:
-        if event == "call" and frame.f_code is _calls._scheduled_call.__code__:
+        if event == "call" and frame.f_code is _percall._scheduled_call.__code__:
             reached.append(frame.f_locals["instance"] is None)
 
     kl_guard.install(mode="log")

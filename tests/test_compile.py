@@ -12,7 +12,7 @@ from torch import nn
 
 import kl_guard
 from helpers import latest_site, logits, marked_line
-from kl_guard import _calls, _compat, _deferred
+from kl_guard import _compat, _deferred, _percall
 
 LOSS = nn.KLDivLoss(reduction="batchmean")
 BACKENDS = ["eager", "aot_eager", pytest.param("inductor", marks=pytest.mark.slow)]
@@ -213,7 +213,7 @@ def use_compiling_flag(flag: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_compat, "_has_flag", False)
     if flag == "unset":
         monkeypatch.setattr(_compat, "_is_compiling", lambda: False)
-    monkeypatch.setattr(_calls, "_compiler", _compat._CompilingFlag())
+    monkeypatch.setattr(_percall, "_compiler", _compat._CompilingFlag())
 
 
 @pytest.mark.parametrize("flag", FLAGS)

@@ -20,7 +20,7 @@ from torch import nn
 import kl_guard
 from helpers import ORIGINAL, fully_removed, logits
 from kl_guard._config import Config
-from kl_guard._policy import Site
+from kl_guard._policy import SiteSchedule
 
 
 def assert_fully_removed(filters_before: list[object]) -> None:
@@ -123,9 +123,9 @@ def test_a_call_in_flight_across_uninstall_leaves_nothing_behind(
 ) -> None:
     """The call read its view while installed; uninstall() runs before it checks."""
     in_call, uninstalled = threading.Event(), threading.Event()
-    due = Site.due
+    due = SiteSchedule.due
 
-    def paused(self: Site, config: Config) -> bool:
+    def paused(self: SiteSchedule, config: Config) -> bool:
         in_call.set()
         assert uninstalled.wait(10)
         return due(self, config)
@@ -136,7 +136,7 @@ def test_a_call_in_flight_across_uninstall_leaves_nothing_behind(
     kl_guard.install(mode="log", check_every=1)
     # The filter is put back at each check, since user code may reset the filters.
     warnings.resetwarnings()
-    monkeypatch.setattr(Site, "due", paused)
+    monkeypatch.setattr(SiteSchedule, "due", paused)
 
     def call() -> None:
         results.append(F.kl_div(inp, tgt, reduction="batchmean"))

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 import kl_guard
 from helpers import logits, marked_line
-from kl_guard._call import Call, TensorInfo
 from kl_guard._diagnosis import argument_findings
+from kl_guard._signature import Call, TensorInfo
 
 
 def test_argument_findings_need_no_statistics() -> None:

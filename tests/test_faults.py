@@ -20,7 +20,7 @@ from torch import nn
 
 import kl_guard
 from helpers import active_view, logits
-from kl_guard import _arguments, _calls, _check, _patch, _policy, _reporting, _sites, _statistics
+from kl_guard import _arguments, _check, _patch, _percall, _policy, _reporting, _sites, _statistics
 
 Step = Callable[[torch.Tensor], torch.Tensor]
 
@@ -52,8 +52,8 @@ def broken(*args: object, **kwargs: object) -> object:
 # (where the stage is looked up, its name, the mode that reaches it)
 STAGES = [
     (_sites, "user_frame_from", "raise"),
-    (_policy.SitePolicy, "site", "raise"),
-    (_policy.Site, "due", "raise"),
+    (_policy.ScheduleTable, "site", "raise"),
+    (_policy.SiteSchedule, "due", "raise"),
     (_patch.Patch, "filter_mean_warning", "raise"),
     (_arguments, "bind_arguments", "raise"),
     (_check, "describe", "raise"),
@@ -126,7 +126,7 @@ def test_a_failing_fast_path_sends_the_call_on_to_the_scheduled_path(
             raise RuntimeError("injected")
         return sys._getframe(depth + 1)
 
-    monkeypatch.setattr(_calls, "_getframe", fails_once)
+    monkeypatch.setattr(_percall, "_getframe", fails_once)
     with caplog.at_level(logging.ERROR, logger="kl_guard"):
         for _ in range(4):
             guarded = run(functional)

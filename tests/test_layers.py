@@ -15,7 +15,7 @@ PACKAGE = pathlib.Path(__file__).parent.parent / "kl_guard"
 
 #: Earlier stages first; a module may import from any earlier stage, never a later one.
 STAGES: list[set[str]] = [
-    {"_codes", "_reduction", "_notebook", "_statistics", "_call", "_compat"},
+    {"_codes", "_reduction", "_notebook", "_statistics", "_signature", "_compat"},
     {"_findings"},
     {"_config", "_exceptions", "_suppression", "_summary"},
     {"_classify", "_messages", "_policy", "_sites", "_patch"},
@@ -25,7 +25,7 @@ STAGES: list[set[str]] = [
     {"_arguments"},
     {"_reporting"},
     {"_manual", "_deferred", "_compiled"},
-    {"_calls"},
+    {"_percall"},
     {"_recorder"},
     {"_lifecycle"},
     {"__init__"},

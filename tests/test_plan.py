@@ -6,8 +6,8 @@ import math
 
 import pytest
 
-from kl_guard._call import Call, TensorInfo
 from kl_guard._plan import screen_passes, screen_plan
+from kl_guard._signature import Call, TensorInfo
 
 
 @pytest.mark.parametrize(

@@ -8,11 +8,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kl_guard._config import Config
-from kl_guard._policy import Site, SitePolicy
+from kl_guard._policy import ScheduleTable, SiteSchedule
 
 
-def checked_calls(config: Config, calls: int, site: Site | None = None) -> list[int]:
-    site = Site(config.warmup) if site is None else site
+def checked_calls(config: Config, calls: int, site: SiteSchedule | None = None) -> list[int]:
+    site = SiteSchedule(config.warmup) if site is None else site
     return [n for n in range(1, calls + 1) if site.due(config)]
 
 
@@ -45,14 +45,14 @@ def test_default_schedule_properties(warmup: int, max_interval: int, calls: int)
 
 def test_a_skip_taken_below_zero_by_racing_threads_means_check_next() -> None:
     config = Config(check_every=5)
-    site = Site(config.warmup)
+    site = SiteSchedule(config.warmup)
     assert site.due(config)
     site.skip = -1  # two threads both decremented the last skip
     assert checked_calls(config, 6, site) == [1, 6]
 
 
 def test_sites_are_kept_apart_and_made_once() -> None:
-    policy = SitePolicy()
+    policy = ScheduleTable()
     config = dataclasses.replace(Config(), check_every=2)
     a, b = compile("x", "<a>", "eval"), compile("y", "<b>", "eval")
     assert [policy.site(a, 0, config).due(config) for _ in range(3)] == [True, False, True]
@@ -65,7 +65,7 @@ def test_sites_are_kept_apart_and_made_once() -> None:
 def test_a_new_code_object_with_a_freed_ones_id_starts_a_new_site() -> None:
     """CPython reuses the id of a freed object: re-run notebook cells,
     regenerated code. The new code's first call must be checked."""
-    policy = SitePolicy()
+    policy = ScheduleTable()
     config = Config(check_every=1000)
     for generation in range(200):
         code = compile(f"x + {generation}", "<cell>", "eval")
@@ -76,7 +76,7 @@ def test_a_new_code_object_with_a_freed_ones_id_starts_a_new_site() -> None:
 
 
 def test_the_sites_stay_bounded_and_keep_the_live_ones() -> None:
-    policy = SitePolicy()
+    policy = ScheduleTable()
     config = Config(check_every=1000)
     live = compile("z", "<live>", "eval")
     assert policy.site(live, 0, config).due(config)
@@ -96,14 +96,14 @@ def test_a_site_counts_every_call_without_a_counter_of_its_own(
     warmup: int, max_interval: int, check_every: int | None, calls: int
 ) -> None:
     config = Config(warmup=warmup, max_interval=max_interval, check_every=check_every)
-    site = Site(config.warmup)
+    site = SiteSchedule(config.warmup)
     checks = checked_calls(config, calls, site)
     assert (site.seen, site.checks) == (calls, len(checks))
 
 
 def test_calls_let_through_by_racing_threads_are_counted() -> None:
     config = Config(check_every=5)
-    site = Site(config.warmup)
+    site = SiteSchedule(config.warmup)
     assert site.due(config)
     site.skip = -1  # two threads both decremented the last skip: five calls let through
     assert site.seen == 6
@@ -112,9 +112,9 @@ def test_calls_let_through_by_racing_threads_are_counted() -> None:
 
 
 def test_the_policy_counts_the_calls_of_sites_it_dropped() -> None:
-    policy = SitePolicy()
+    policy = ScheduleTable()
     config = Config(check_every=2)
-    codes = [compile(f"x{i}", f"<{i}>", "eval") for i in range(SitePolicy.LIMIT + 10)]
+    codes = [compile(f"x{i}", f"<{i}>", "eval") for i in range(ScheduleTable.LIMIT + 10)]
     for code in codes:  # past LIMIT: the oldest sites are dropped
         for _ in range(3):
             policy.site(code, 0, config).due(config)

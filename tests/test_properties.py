@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 import kl_guard
 from helpers import Tensors
-from kl_guard._call import candidate_dims
 from kl_guard._check import _screened_correct, describe, kl_div_unchecked
+from kl_guard._signature import candidate_dims
 
 #: Every layout the core infers: its name and the dim holding the distribution.
 LAYOUTS = {

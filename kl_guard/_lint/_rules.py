@@ -30,7 +30,7 @@ _MEAN_HEADLINE = "kl_div reduction 'mean' is not the KL divergence per sample"
 
 
 @dataclasses.dataclass(frozen=True)
-class _Site:
+class _LossCall:
     """One call that computes a KL divergence, with what its arguments resolve to."""
 
     call: ast.Call
@@ -151,7 +151,7 @@ class Checker:
         written = args.get("log_target")
         literal = written is None or (log_target is not None and log_target.node is written)
         at = (call, written) if literal else None
-        yield from self._site(_Site(call, scope, args["input"], args["target"], value, at))
+        yield from self._site(_LossCall(call, scope, args["input"], args["target"], value, at))
 
     def _module_call(self, call: ast.Call, scope: Scope) -> Iterator[LintFinding]:
         """``nn.KLDivLoss(...)(a, b)``, or ``crit(a, b)`` where ``crit`` holds one."""
@@ -181,9 +181,9 @@ class Checker:
             written = loss_args.get("log_target")
             if written is None or isinstance(written, ast.Constant):
                 at = (constructor, written)
-        yield from self._site(_Site(call, scope, args["input"], args["target"], value, at))
+        yield from self._site(_LossCall(call, scope, args["input"], args["target"], value, at))
 
-    def _site(self, site: _Site) -> Iterator[LintFinding]:
+    def _site(self, site: _LossCall) -> Iterator[LintFinding]:
         spaces = self.spaces
         input_space = spaces.of(site.input, site.scope)
         target_space = spaces.of(site.target, site.scope)
@@ -216,7 +216,7 @@ class Checker:
             if finding is not None:
                 yield finding
 
-    def _input_finding(self, site: _Site, space: Space) -> LintFinding:
+    def _input_finding(self, site: _LossCall, space: Space) -> LintFinding:
         what = (
             "probabilities (softmax output?), not log-probabilities"
             if space.kind is Kind.PROB
@@ -234,7 +234,7 @@ class Checker:
             (site.input,),
         )
 
-    def _target_finding(self, site: _Site, space: Space) -> LintFinding | None:
+    def _target_finding(self, site: _LossCall, space: Space) -> LintFinding | None:
         wanted = Kind.LOGPROB if site.log_target else Kind.PROB
         if space.kind is wanted or (space.kind is Kind.NONNEG and not site.log_target):
             return None
@@ -254,7 +254,7 @@ class Checker:
             (site.target,),
         )
 
-    def _dims_finding(self, site: _Site, a: Space, b: Space) -> LintFinding | None:
+    def _dims_finding(self, site: _LossCall, a: Space, b: Space) -> LintFinding | None:
         """KLG006: input and target normalized over dims that cannot be the same one."""
         if a.kind is Kind.NONNEG or b.kind is Kind.NONNEG or a.dim is None or b.dim is None:
             return None

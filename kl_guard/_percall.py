@@ -22,11 +22,11 @@ from typing import Any, NamedTuple
 import torch
 
 from kl_guard import _arguments, _check, _compat, _compiled, _deferred, _patch, _reporting, _sites
-from kl_guard._call import Call
 from kl_guard._config import Config
 from kl_guard._findings import Counts, Finding
 from kl_guard._patch import PATCH
-from kl_guard._policy import Site, SitePolicy
+from kl_guard._policy import ScheduleTable, SiteSchedule
+from kl_guard._signature import Call
 from kl_guard._sites import CallSite
 
 Wrapped = Callable[..., Any]
@@ -51,23 +51,23 @@ class Latest(NamedTuple):
     lasti: int
     depth: int  # frames between the wrapper and the user's line
     module: bool  # the call was nn.KLDivLoss's, not F.kl_div's
-    site: Site
+    site: SiteSchedule
 
 
-NO_LATEST = Latest(None, -1, 1, False, Site(1))
+NO_LATEST = Latest(None, -1, 1, False, SiteSchedule(1))
 
 
-class Schedule:
+class LayerCalls:
     """The call-site schedules of one layer, the site it saw last, and its traced calls."""
 
     __slots__ = ("policy", "latest", "traced", "compiled")
 
     def __init__(self) -> None:
-        self.policy = SitePolicy()
+        self.policy = ScheduleTable()
         self.latest: Latest = NO_LATEST
         self.traced = 0  # calls run by a tracing pass (see _traced_call)
         #: The schedules of calls in compiled graphs, by ``_compiled`` token.
-        self.compiled: dict[int, Site] = {}
+        self.compiled: dict[int, SiteSchedule] = {}
 
     def counts(self) -> Counts:
         """The calls this schedule saw; the eager ones counted by their sites, the
@@ -85,7 +85,7 @@ class View:
 
     config: Config
     records: tuple[_reporting.Record, ...]  # innermost layer first
-    schedule: Schedule
+    schedule: LayerCalls
 
 
 class _Active:
@@ -283,15 +283,15 @@ def traced_call_ran(
         _reporting.report(outcome[0], view.config, view.records, outcome[1])
 
 
-def _traced_due(token: int, view: View) -> _compiled.TracedSite | None:
+def _traced_due(token: int, view: View) -> _compiled.TracedCall | None:
     site = view.schedule.compiled.get(token)
     if site is None:
-        site = view.schedule.compiled.setdefault(token, Site(view.config.warmup))
+        site = view.schedule.compiled.setdefault(token, SiteSchedule(view.config.warmup))
     return _compiled.TRACED.sites[token] if site.due(view.config) else None
 
 
 def _traced_findings(
-    traced: _compiled.TracedSite,
+    traced: _compiled.TracedCall,
     input: torch.Tensor,
     target: torch.Tensor,
     loss: torch.Tensor,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kl_guard._call import broadcast_shape, candidate_dims
+from kl_guard._signature import broadcast_shape, candidate_dims
 from kl_guard._statistics import Range, SideStats
 
 
