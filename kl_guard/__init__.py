@@ -23,6 +23,7 @@ from kl_guard._exceptions import (
     KLG006Warning,
     KLG007Warning,
     KLG008Warning,
+    KLG009Warning,
     KLGuardError,
     KLGuardWarning,
 )
@@ -58,6 +59,7 @@ __all__ = [
     "KLG006Warning",
     "KLG007Warning",
     "KLG008Warning",
+    "KLG009Warning",
     "KLGuardError",
     "KLGuardWarning",
     "Mode",

@@ -5,22 +5,18 @@ from __future__ import annotations
 from typing import Any
 
 from kl_guard import _check
+from kl_guard._contract import KL_DIV
 from kl_guard._reduction import op_reduction
 from kl_guard._signature import Call
 
 Args = tuple[Any, ...]
 Kwargs = dict[str, Any]
 
-_FUNCTIONAL_PARAMS = ("input", "target", "size_average", "reduce", "reduction", "log_target")
-_FUNCTIONAL_DEFAULTS: dict[str, Any] = {
-    "size_average": None,
-    "reduce": None,
-    "reduction": "mean",
-    "log_target": False,
-}
-# torch.kl_div(input, target, reduction=1, *, log_target=False): reduction is an enum
-_OP_PARAMS = ("input", "target", "reduction")
-_OP_DEFAULTS: dict[str, Any] = {"reduction": 1, "log_target": False}
+_FUNCTIONAL_PARAMS = KL_DIV.parameters
+# reduction None: not written, so torch's default; KLG001 and KLG009 tell the two apart
+_FUNCTIONAL_DEFAULTS: dict[str, Any] = {**KL_DIV.defaults, "reduction": None}
+_OP_PARAMS = KL_DIV.op_parameters
+_OP_DEFAULTS: dict[str, Any] = dict(KL_DIV.op_defaults)
 
 
 def bind_arguments(args: Args, kwargs: Kwargs, instance: Any, op: bool = False) -> dict[str, Any]:
@@ -46,6 +42,13 @@ def bind_arguments(args: Args, kwargs: Kwargs, instance: Any, op: bool = False) 
     return bound
 
 
+def bind_constructor(args: Args, kwargs: Kwargs) -> dict[str, Any]:
+    """The written arguments of an ``nn.KLDivLoss(...)`` by name (the defaults left out)."""
+    bound = dict(zip(KL_DIV.module_parameters, args, strict=False))
+    bound.update(kwargs)
+    return bound
+
+
 def call_of(
     args: Args, kwargs: Kwargs, instance: Any, op: bool = False
 ) -> tuple[Call | None, dict[str, Any]]:
@@ -56,7 +59,7 @@ def call_of(
         api="op" if op else "function" if instance is None else "module",
         size_average=bound.get("size_average"),
         reduce=bound.get("reduce"),
-        reduction=bound.get("reduction", "mean"),
+        reduction=bound.get("reduction"),
         log_target=bound.get("log_target", False),
     )
     return call, bound

@@ -18,9 +18,10 @@ from kl_guard._diagnosis import argument_findings, tensor_findings, wants_more_d
 from kl_guard._messages import Diagnosis
 from kl_guard._plan import ScreenPlan, screen_passes, screen_plan
 from kl_guard._reduction import resolve_reduction
+from kl_guard._rows import DimStats
 from kl_guard._signature import Api, Call, TensorInfo, candidate_dims, other_dims
 
-Stats = dict[int, _statistics.DimStats]
+Stats = dict[int, DimStats]
 
 _DTYPE_NAMES: dict[torch.dtype, str] = {}
 # Plain tensors: no subclass (fake, meta, DTensor), so plain int shapes.
@@ -94,10 +95,12 @@ def describe(
     api: Api,
     size_average: object = None,
     reduce: object = None,
-    reduction: object = "mean",
+    reduction: object = None,
     log_target: object = False,
 ) -> Call | None:
     """The :class:`Call` for these arguments, or None when they are not tensors.
+
+    ``reduction`` None: not written, torch's default ('mean').
 
     A loop makes the same call again and again: a call of plain tensors and
     plain arguments is described once per signature (shapes, dtypes, flags).
@@ -108,7 +111,7 @@ def describe(
         and type(target) in _PLAIN
         and size_average is None
         and reduce is None
-        and type(reduction) is str
+        and (reduction is None or type(reduction) is str)
         and type(log_target) is bool
     ):
         assert isinstance(input, torch.Tensor) and isinstance(target, torch.Tensor)
@@ -154,7 +157,9 @@ def _new_call(
     return Call(
         input=input_info,
         target=target_info,
-        reduction=resolve_reduction(size_average, reduce, reduction),
+        reduction=resolve_reduction(
+            size_average, reduce, "mean" if reduction is None else reduction
+        ),
         log_target=bool(log_target),
         api=api,
         reduction_arg=reduction,
@@ -309,7 +314,7 @@ def _screened_correct(
         value = reduced.item()
     # torch's reduced loss is NaN when a target value is negative: it stands
     # for the target's minimum; a loss from elsewhere does not.
-    sums, least, most = _statistics.screen(
+    sums, least, most, target_most = _statistics.screen(
         input,
         target,
         plan.dim,
@@ -317,6 +322,7 @@ def _screened_correct(
         call.log_target,
         target_min=value is None or not loss_from_torch,
         input_max=plan.input_max is not None,
+        target_max=plan.target_max is not None,
     )
     return screen_passes(
         plan,
@@ -324,6 +330,7 @@ def _screened_correct(
         None if least is None else least.item(),
         value,
         None if most is None else most.item(),
+        None if target_most is None else target_most.item(),
     )
 
 

@@ -8,13 +8,13 @@ plain values: probabilities, log-probabilities, parts of a distribution
 from __future__ import annotations
 
 import dataclasses
-import enum
 import math
 from collections.abc import Mapping
 from typing import Literal
 
+from kl_guard._contract import KL_DIV, Space
+from kl_guard._rows import DimStats, SideStats
 from kl_guard._signature import Call, candidate_dims
-from kl_guard._statistics import DimStats, SideStats
 
 # Machine epsilon of each dtype, for the rounding allowed in a loss.
 EPS = {"float64": 2.2e-16, "float32": 1.2e-7, "float16": 9.8e-4, "bfloat16": 7.8e-3}
@@ -26,42 +26,12 @@ MAX = {"float64": 1.8e308, "float32": 3.4e38, "float16": 65504.0, "bfloat16": 3.
 # more (logits, unnormalized scores, a wrong dimension).
 _NORM_TOL = {"float64": 5e-3, "float32": 5e-3, "float16": 2e-2, "bfloat16": 2e-2}
 HALF = frozenset({"float16", "bfloat16"})
-
-
-class Space(enum.Enum):
-    """What the values along one dimension look like.
-
-    The two "part of a distribution" spaces are slices of a distribution
-    normalized over more classes than the tensor holds: a rank's shard of a
-    vocabulary-parallel softmax, the teacher's top-k gathered without
-    renormalizing. Their rows sum to less than 1 (logsumexp below 0), which
-    the misuses kl_guard looks for do not: probabilities passed as
-    log-probabilities have a logsumexp of at least log(C) + 1/C over C >= 2
-    classes, raw logits have positive values. A target scaled below 1 by
-    mistake looks like a slice, and is let through.
-    """
-
-    PROB = "probabilities"
-    SUBPROB = "part of a distribution: probabilities whose rows sum to less than 1"
-    LOGPROB = "log-probabilities"
-    SUBLOGPROB = "part of a distribution: log-probabilities whose logsumexp is below 0"
-    NONNEG = "non-negative scores that are not normalized"
-    NONPOS = "non-positive log-scores that are not normalized"
-    SIGNED = "raw logits (values of both signs, not normalized)"
-    UNKNOWN = "unknown"
-
-    @property
-    def normalized(self) -> bool:
-        return self in (Space.PROB, Space.LOGPROB)
-
-    @property
-    def partial(self) -> bool:
-        return self in (Space.SUBPROB, Space.SUBLOGPROB)
+_TARGET = KL_DIV.argument("target")
 
 
 def expected_target(call: Call) -> Space:
     """The target's space the contract asks for: ``log_target`` says which."""
-    return Space.LOGPROB if call.log_target else Space.PROB
+    return _TARGET.expected({"log_target": call.log_target})
 
 
 def norm_tolerance(dtype: str) -> float:
@@ -127,10 +97,6 @@ def loss_tolerance(call: Call, classes: int, dtype: str | None = None) -> float:
     if call.reduction == "mean":
         return per_row / max(classes, 1)
     return per_row
-
-
-PROBS = frozenset({Space.PROB, Space.SUBPROB})
-LOG_PROBS = frozenset({Space.LOGPROB, Space.SUBLOGPROB})
 
 
 @dataclasses.dataclass(frozen=True)

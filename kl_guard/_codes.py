@@ -259,6 +259,34 @@ ALL = (
         ),
         opt_in=True,
     ),
+    Code(
+        code="KLG009",
+        title="a deprecated size_average or reduce argument overrides reduction",
+        meaning=(
+            "Whenever size_average or reduce is given, torch computes the reduction from "
+            "them and ignores reduction: nn.KLDivLoss(size_average=False, reduction='mean') "
+            "sums, and the loss grows with the batch while the code reads 'mean'. torch "
+            "only says that the arguments are deprecated. A deprecated argument alone "
+            "decides the reduction as written (KLG001 reports it where it means 'mean'); "
+            "next to reduction it overrides what reduction says.\n\n"
+            "kl_guard reports an nn.KLDivLoss where it is built, and an F.kl_div call where "
+            "it is made."
+        ),
+        cause="`nn.KLDivLoss(size_average=False, reduction='mean')`, which sums",
+        fix="drop `size_average` and `reduce`",
+        wrong=(
+            "torch.manual_seed(0)\n"
+            "s, t = torch.randn(8, 5), torch.randn(8, 5)\n"
+            "kl = nn.KLDivLoss(size_average=False, reduction=\"batchmean\")  # computes 'sum'\n"
+            "loss = kl(F.log_softmax(s, 1), F.softmax(t, 1))\n"
+        ),
+        right=(
+            "torch.manual_seed(0)\n"
+            "s, t = torch.randn(8, 5), torch.randn(8, 5)\n"
+            'kl = nn.KLDivLoss(reduction="batchmean")\n'
+            "loss = kl(F.log_softmax(s, 1), F.softmax(t, 1))\n"
+        ),
+    ),
 )
 
 BY_CODE = {entry.code: entry for entry in ALL}

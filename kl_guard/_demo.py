@@ -36,6 +36,12 @@ PITFALLS = [
         "F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduce='batchmean')",
     ),
     Pitfall(
+        "A deprecated argument next to reduction overrides it: this sums",
+        'nn.KLDivLoss(size_average=False, reduction="batchmean")(F.log_softmax(s, 1), '
+        "F.softmax(t, 1))",
+        'nn.KLDivLoss(reduction="batchmean")(F.log_softmax(s, 1), F.softmax(t, 1))',
+    ),
+    Pitfall(
         "Probabilities (softmax) where kl_div wants log-probabilities",
         'F.kl_div(F.softmax(s, 1), F.softmax(t, 1), reduction="batchmean")',
     ),

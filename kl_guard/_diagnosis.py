@@ -2,7 +2,7 @@
 
 Pure functions over small Python values: no tensors are touched here, no
 patching, no I/O. Everything a message says comes from a :class:`Call` and
-the :class:`~kl_guard._statistics.DimStats` of the dimensions examined;
+the :class:`~kl_guard._rows.DimStats` of the dimensions examined;
 how a message reads is ``_messages``, the loss's own finding ``_loss``.
 """
 
@@ -11,36 +11,81 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+from kl_guard import _words
 from kl_guard._classify import (
-    LOG_PROBS,
-    PROBS,
     Reading,
-    Space,
+    carried_dtype,
     expected_target,
+    norm_tolerance,
     normalized_elsewhere,
     read,
 )
+from kl_guard._contract import LOG_PROBS, PROBS, Space
 from kl_guard._loss import loss_finding
-from kl_guard._messages import Diagnosis, dim_name, evidence_line, render_call
+from kl_guard._messages import Diagnosis, dim_name, evidence_line, fmt, render_call
+from kl_guard._reduction import resolve_reduction
+from kl_guard._rows import DimStats
 from kl_guard._signature import Call, other_dims
-from kl_guard._statistics import DimStats
 
 
 def argument_findings(call: Call) -> list[Diagnosis]:
-    """Findings that need no statistics: KLG001, KLG005 and KLG008.
+    """Findings that need no statistics: KLG009 or KLG001, KLG005 and KLG008.
 
     They depend on the call's signature only (``_check`` keeps them with the
     Call it describes once).
     """
     out: list[Diagnosis] = []
     shape = call.shape
-    if call.reduction == "mean" and len(shape) >= 1:
+    override = legacy_override(
+        call.size_average,
+        call.reduce,
+        call.reduction_arg,
+        fix=render_call(
+            call, "input", "target", log_target=call.log_target, reduction=_written(call)
+        ),
+    )
+    if override is not None:
+        out.append(override)  # what it says of 'mean' is KLG001's too
+    elif call.reduction == "mean" and len(shape) >= 1:
         out.append(_reduction_mean(call, shape))
     if call.input.shape != call.target.shape:
         out.append(_shapes_differ(call, shape))
     if call.grad_enabled and call.target.requires_grad and not call.input.requires_grad:
         out.append(_target_requires_grad(call))
     return out
+
+
+def _written(call: Call) -> str:
+    return str(call.reduction_arg) if call.reduction_arg is not None else "mean"
+
+
+def legacy_override(
+    size_average: object, reduce: object, reduction: object, *, fix: str
+) -> Diagnosis | None:
+    """KLG009: ``size_average``/``reduce`` next to a written ``reduction`` that
+    they contradict (torch lets them win); None where they agree or either
+    side is not written. ``reduction`` is None when it was not written."""
+    if reduction is None or (size_average is None and reduce is None):
+        return None
+    resolved = resolve_reduction(size_average, reduce, reduction)
+    if resolved == reduction:
+        return None
+    return Diagnosis(
+        "KLG009",
+        _words.override_headline(reduction, resolved),
+        _words.override_evidence(size_average, reduce, reduction, resolved),
+        f"{fix} ({_words.OVERRIDE_FIX})",
+    )
+
+
+def construction_findings(written: Mapping[str, object]) -> list[Diagnosis]:
+    """KLG009 for an ``nn.KLDivLoss`` built with ``written`` arguments (by name)."""
+    reduction = written.get("reduction")
+    args = f'reduction="{reduction}"' + (", log_target=True" if written.get("log_target") else "")
+    override = legacy_override(
+        written.get("size_average"), written.get("reduce"), reduction, fix=f"nn.KLDivLoss({args})"
+    )
+    return [] if override is None else [override]
 
 
 def _target_requires_grad(call: Call) -> Diagnosis:
@@ -72,22 +117,13 @@ def _reduction_mean(call: Call, shape: tuple[int, ...]) -> Diagnosis:
     numel = math.prod(shape)
     per_sample = numel // shape[0] if shape[0] else 0
     if call.legacy:
-        source = (
-            f"the deprecated size_average={call.size_average!r}, reduce={call.reduce!r} "
-            "resolve to reduction='mean'"
-        )
-        if isinstance(call.reduce, str) or isinstance(call.size_average, str):
-            source += " (a string there is only truthy; it is not a reduction)"
+        source = _words.legacy_source(call.size_average, call.reduce, "mean")
     elif call.api == "module":
-        source = "the module's reduction is 'mean' (nn.KLDivLoss's default)"
+        source = _words.MEAN_MODULE
     elif call.api == "op":
         source = "the op torch.kl_div is called with reduction 1, 'mean' (its default)"
     else:
-        source = (
-            "reduction='mean' was passed"
-            if call.reduction_arg == "mean" and call.reduction_arg is not None
-            else "reduction defaults to 'mean'"
-        )
+        source = _words.MEAN_DEFAULT if call.reduction_arg is None else _words.MEAN_WRITTEN
     if len(shape) == 1:
         why = (
             f"'mean' divides the KL of this single distribution by its {numel} classes; "
@@ -116,9 +152,7 @@ def _reduction_mean(call: Call, shape: tuple[int, ...]) -> Diagnosis:
             f" for the KL per sequence; per token, with a [B, T] padding mask: "
             f"({per_token}.sum(-1) * mask).sum() / mask.sum()"
         )
-    return Diagnosis(
-        "KLG001", "kl_div reduction 'mean' is not the KL divergence per sample", evidence, fix
-    )
+    return Diagnosis("KLG001", _words.MEAN_HEADLINE, evidence, f"{fix}; {_words.MEAN_COMPENSATED}")
 
 
 def _shapes_differ(call: Call, shape: tuple[int, ...]) -> Diagnosis:
@@ -173,6 +207,8 @@ def tensor_findings(
 
 def _space_findings(call: Call, stats: Mapping[int, DimStats], r: Reading) -> list[Diagnosis]:
     ndim = len(call.shape)
+    if ndim == 1 and not (r.input.normalized or r.target.normalized):
+        return _elementwise_findings(call, r)
     d = dim_name(r.dim, ndim)
 
     # Evidence is formatted only for a finding: the correct call pays nothing.
@@ -190,14 +226,8 @@ def _space_findings(call: Call, stats: Mapping[int, DimStats], r: Reading) -> li
         out.append(
             Diagnosis(
                 "KLG003",
-                "input and target of kl_div look swapped: input is probabilities, "
-                "target is log-probabilities",
-                (
-                    ev_input(),
-                    ev_target(),
-                    "kl_div(input, target) wants input = log q (the model), "
-                    "target = p (the reference)",
-                ),
+                _words.SWAPPED_HEADLINE,
+                (ev_input(), ev_target(), _words.SWAPPED_MEANS),
                 render_call(
                     call,
                     f"F.log_softmax(model_logits, dim={d})",
@@ -222,20 +252,7 @@ def _space_findings(call: Call, stats: Mapping[int, DimStats], r: Reading) -> li
         elsewhere = normalized_elsewhere(call, stats, r.dim, "target")
         other_space = r.target in (PROBS if call.log_target else LOG_PROBS)
         if other_space or (r.target is Space.NONNEG and call.log_target):
-            space = "log-probabilities" if r.target is Space.LOGPROB else r.target.value
-            out.append(
-                Diagnosis(
-                    "KLG002",
-                    f"kl_div was called with log_target={call.log_target} "
-                    f"but the target looks like {space}",
-                    (
-                        ev_target(),
-                        "log_target=True means the target holds log-probabilities; "
-                        "log_target=False (the default) means probabilities",
-                    ),
-                    render_call(call, "input", "target", log_target=not call.log_target),
-                )
-            )
+            out.append(_log_target_mismatch(call, r.target, ev_target()))
         elif elsewhere is not None:
             misplaced.append(("target", elsewhere))
         elif not r.target.partial:
@@ -272,29 +289,96 @@ def _space_findings(call: Call, stats: Mapping[int, DimStats], r: Reading) -> li
         out.append(
             Diagnosis(
                 "KLG006",
-                f"a distribution passed to kl_div is normalized over dim {wrong}, "
-                f"not over the class dim {d}",
+                _words.misplaced_headline(wrong, d),
                 tuple(evidence),
-                f"F.{fn}(x, dim={d}) instead of F.{fn}(x, dim={wrong})",
+                _words.misplaced_fix(fn, wrong, d),
             )
         )
     return out
 
 
 def _input_not_log_probabilities(call: Call, space: Space, d: str, evidence: str) -> Diagnosis:
-    what = {
-        Space.PROB: "probabilities (softmax output?), not log-probabilities",
-        Space.SUBPROB: "probabilities (part of a softmax output?), not log-probabilities",
-        Space.NONNEG: "non-negative scores that are not normalized, not log-probabilities",
-        Space.NONPOS: "log-scores that do not normalize (logsumexp is above 0)",
-        Space.SIGNED: "raw logits, not log-probabilities",
-    }[space]
     wants = f"kl_div wants input = log-probabilities over dim {d}"
     if space in PROBS:
         wants += " (probs.clamp_min(1e-12).log() if only probabilities exist)"
     return Diagnosis(
         "KLG003",
-        f"input to kl_div looks like {what}",
+        _words.input_headline(space),
         (evidence, wants),
-        render_call(call, f"F.log_softmax(logits, dim={d})", "target", log_target=call.log_target),
+        render_call(call, _words.log_softmax_input(d), "target", log_target=call.log_target),
     )
+
+
+def _log_target_mismatch(call: Call, space: Space, evidence: str) -> Diagnosis:
+    return Diagnosis(
+        "KLG002",
+        _words.log_target_headline(call.log_target, space),
+        (evidence, _words.LOG_TARGET_MEANS),
+        render_call(call, "input", "target", log_target=not call.log_target),
+    )
+
+
+def _elementwise_findings(call: Call, r: Reading) -> list[Diagnosis]:
+    """A 1-D call that neither side says is one distribution: only what holds
+    element by element is judged.
+
+    kl_div is element-wise, so a 1-D vector may hold several distributions
+    (the valid entries of [B, T, V] log-probabilities selected by a mask),
+    whose sum and logsumexp say nothing. Still, a log-probability is never
+    above 0, and a probability never outside [0, 1].
+    """
+    out: list[Diagnosis] = []
+    where = "before the tensor is flattened or masked"
+    stats = r.stats
+    input_tol = norm_tolerance(carried_dtype(call.input.dtype, stats.input))
+    if r.input is not Space.UNKNOWN and stats.input.value.hi > input_tol:
+        out.append(
+            Diagnosis(
+                "KLG003",
+                _words.input_headline(r.input),
+                (
+                    evidence_line("input", call.input, stats, stats.input),
+                    f"a log-probability is never above 0; the input's largest value is "
+                    f"{fmt(stats.input.value.hi)}",
+                ),
+                f"{_words.log_softmax_input('<class dim>')} {where}",
+            )
+        )
+    target, tol = stats.target, norm_tolerance(carried_dtype(call.target.dtype, stats.target))
+    if r.target is Space.UNKNOWN:
+        return out
+    ev_target = evidence_line("target", call.target, stats, target)
+    if call.log_target and target.value.hi > tol:
+        if target.value.lo >= -tol:
+            out.append(_log_target_mismatch(call, r.target, ev_target))
+        else:
+            out.append(
+                Diagnosis(
+                    "KLG007",
+                    "target of kl_div (log_target=True) is not log-probabilities",
+                    (ev_target, "a log-probability is never above 0"),
+                    f"F.log_softmax(target_logits, dim=<class dim>) {where}",
+                )
+            )
+    elif not call.log_target and target.value.lo < -tol:
+        if target.value.hi <= tol:
+            out.append(_log_target_mismatch(call, r.target, ev_target))
+        else:
+            out.append(
+                Diagnosis(
+                    "KLG007",
+                    "target of kl_div has negative values: it is not probabilities",
+                    (ev_target, "a probability is never below 0"),
+                    f"F.softmax(target_logits, dim=<class dim>) {where}",
+                )
+            )
+    elif not call.log_target and target.value.hi > 1 + tol:
+        out.append(
+            Diagnosis(
+                "KLG007",
+                "target of kl_div has values above 1: it is not probabilities",
+                (ev_target, "a probability is never above 1"),
+                f"F.softmax(target_logits, dim=<class dim>) {where}",
+            )
+        )
+    return out

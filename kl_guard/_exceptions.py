@@ -45,6 +45,10 @@ class KLG008Warning(KLGuardWarning):
     code = "KLG008"
 
 
+class KLG009Warning(KLGuardWarning):
+    code = "KLG009"
+
+
 WARNING_CATEGORIES: dict[str, type[KLGuardWarning]] = {
     cls.code: cls
     for cls in (
@@ -56,6 +60,7 @@ WARNING_CATEGORIES: dict[str, type[KLGuardWarning]] = {
         KLG006Warning,
         KLG007Warning,
         KLG008Warning,
+        KLG009Warning,
     )
 }
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from kl_guard._classify import EPS, LOG_PROBS, MAX, PROBS, Reading, carried_dtype, loss_tolerance
+from kl_guard._classify import EPS, MAX, Reading, carried_dtype, loss_tolerance
+from kl_guard._contract import LOG_PROBS, PROBS
 from kl_guard._findings import CODES
 from kl_guard._messages import Diagnosis, fmt, render_call
+from kl_guard._rows import DimStats
 from kl_guard._signature import Call
-from kl_guard._statistics import DimStats
 
 
 def _normalization_slack(call: Call, r: Reading) -> float:

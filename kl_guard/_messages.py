@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from kl_guard._rows import DimStats, SideStats
 from kl_guard._signature import Call, TensorInfo
-from kl_guard._statistics import DimStats, SideStats
 
 
 @dataclasses.dataclass(frozen=True)

@@ -23,6 +23,7 @@ import torch
 
 from kl_guard import _arguments, _check, _compat, _compiled, _deferred, _patch, _reporting, _sites
 from kl_guard._config import Config
+from kl_guard._diagnosis import construction_findings
 from kl_guard._findings import Counts, Finding
 from kl_guard._patch import PATCH
 from kl_guard._policy import ScheduleTable, SiteSchedule
@@ -147,15 +148,26 @@ def wrapper(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs) -> Any:
 
 
 def built_wrapper(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs) -> Any:
-    """The wrapper of ``KLDivLoss.__init__``: where the module was built, for KLG001."""
+    """The wrapper of ``KLDivLoss.__init__``: where the module was built, for
+    KLG001, and KLG009 for arguments that say one reduction and compute another."""
+    __tracebackhide__ = True  # see _reporting.emit
     result = wrapped(*args, **kwargs)
-    if ACTIVE.view is not None:
-        _reporting.safely(_record_built, instance)
+    view = ACTIVE.view
+    if view is not None:
+        site = _reporting.safely(_record_built, instance, args, kwargs)
+        if site is not None and site[0]:
+            _reporting.report(site[0], view.config, view.records, site[1])
     return result
 
 
-def _record_built(module: Any) -> None:
-    _sites.record_built(module, _sites.user_frame(1))
+def _record_built(module: Any, args: Args, kwargs: Kwargs) -> tuple[list[Finding], CallSite | None]:
+    frame = _sites.user_frame(1)
+    _sites.record_built(module, frame)
+    diagnoses = construction_findings(_arguments.bind_constructor(args, kwargs))
+    if not diagnoses:
+        return [], None
+    site = _sites.site_of(frame)
+    return _reporting.attribute(diagnoses, site), site
 
 
 def _call(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs) -> Any:

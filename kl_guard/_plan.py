@@ -23,6 +23,7 @@ class ScreenPlan(NamedTuple):
     input_lse: tuple[float, float]  # of log(sum(exp(input))) over a row
     input_max: float | None  # the bound of the input's values, when the screen reads them
     target_lse: tuple[float, float]  # the same for a target of log-probabilities
+    target_max: float | None  # the same for the target's values
     target_sum_tol: float  # how far a target row of probabilities may sum from 1
     loss_floor: float  # the lowest reduced loss rounding explains
 
@@ -40,12 +41,14 @@ def screen_plan(call: Call) -> ScreenPlan | None:
     # logsumexp past the bound that would also bound its values (0.02 over
     # 50k classes in bfloat16): the screen reads their maximum instead.
     reads_max = dtype in HALF
+    reads_target_max = call.log_target and call.target.dtype in HALF
     return ScreenPlan(
         dim=dims[0],
         log_target=call.log_target,
         input_lse=_lse_bounds(dtype, classes, reads_max),
         input_max=norm_tolerance(dtype) if reads_max else None,
-        target_lse=_lse_bounds(call.target.dtype, classes, False),
+        target_lse=_lse_bounds(call.target.dtype, classes, reads_target_max),
+        target_max=norm_tolerance(call.target.dtype) if reads_target_max else None,
         target_sum_tol=norm_tolerance(call.target.dtype),
         loss_floor=-loss_tolerance(call, classes),
     )
@@ -66,6 +69,7 @@ def screen_passes(
     target_min: float | None,
     loss: float | None,
     input_max: float | None = None,
+    target_max: float | None = None,
 ) -> bool:
     """Whether the screen of ``_statistics.screen`` confirms a correct call.
 
@@ -83,7 +87,7 @@ def screen_passes(
     screen passes is one the full measurement would find correct.
     """
     input_expsum, target_total = sums
-    if plan.input_max is not None and not (input_max is not None and input_max <= plan.input_max):
+    if not (_at_most(input_max, plan.input_max) and _at_most(target_max, plan.target_max)):
         return False
     if target_min is None:
         if not plan.log_target and loss is None:
@@ -112,6 +116,11 @@ def screen_passes(
         if not (abs(min(target_total) - 1.0) <= tol and abs(max(target_total) - 1.0) <= tol):
             return False
     return loss is None or (math.isfinite(loss) and loss >= plan.loss_floor)
+
+
+def _at_most(value: float | None, bound: float | None) -> bool:
+    """Whether a maximum the plan reads is within its bound (True where it reads none)."""
+    return bound is None or (value is not None and value <= bound)
 
 
 def _logs_within(exp_sums: Sequence[float], bounds: tuple[float, float]) -> bool:

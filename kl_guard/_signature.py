@@ -47,7 +47,7 @@ class Call:
     reduction: str
     log_target: bool
     api: Api = "function"
-    reduction_arg: object = "mean"
+    reduction_arg: object = None  # as written; None: not written (torch's default)
     size_average: object = None
     reduce: object = None
     grad_enabled: bool = True

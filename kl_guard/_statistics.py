@@ -13,9 +13,10 @@ import dataclasses
 import functools
 import math
 from collections.abc import Sequence
-from typing import NamedTuple
 
 import torch
+
+from kl_guard._rows import DimStats, Range, SideStats
 
 #: Per-row statistics, in packing order, each for (input, target). The last
 #: two are 1 where all of a row's values are exactly representable in
@@ -28,61 +29,6 @@ MIN_ROWS = 2
 #: Up to this many elements per tensor the screen stacks the two samples and
 #: sums once (fewer kernels); beyond, it sums each (no copy of the samples).
 _STACKED_SCREEN_ELEMENTS = 8192
-
-
-class Range(NamedTuple):
-    # NamedTuples, not dataclasses: a check builds a dozen of these, and a
-    # frozen dataclass costs several times more to create.
-    lo: float
-    hi: float
-
-    def within(self, centre: float, tol: float) -> bool:
-        return abs(self.lo - centre) <= tol and abs(self.hi - centre) <= tol
-
-
-class SideStats(NamedTuple):
-    """What one tensor looks like along one dimension, over the rows kept.
-
-    ``on_bfloat16`` (``on_float16``): every value kept is exactly
-    representable in that dtype, as values computed in it and cast up are
-    (``F.log_softmax(bf16_logits, -1).float()``).
-    """
-
-    row_sum: Range
-    logsumexp: Range
-    value: Range
-    on_bfloat16: bool = False
-    on_float16: bool = False
-
-    @property
-    def has_nan(self) -> bool:
-        isnan = math.isnan
-        return (
-            isnan(self.row_sum.lo)
-            or isnan(self.logsumexp.lo)
-            or isnan(self.value.lo)
-            or isnan(self.value.hi)
-        )
-
-
-@dataclasses.dataclass(frozen=True)
-class DimStats:
-    """Statistics of input and target along ``dim``.
-
-    ``rows`` is how many fibers were looked at out of ``total_rows``;
-    ``kept`` excludes those whose target is all zeros (or all ``-inf``) or
-    whose input is all zeros, the usual marks of masked padding, which carry
-    no distribution.
-    """
-
-    dim: int
-    size: int
-    rows: int
-    total_rows: int
-    kept: int
-    input: SideStats
-    target: SideStats
-    loss_row_min: float | None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -226,20 +172,22 @@ def screen(
     *,
     target_min: bool = True,
     input_max: bool = False,
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    target_max: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, torch.Tensor | None]:
     """The cheap first look along ``dim``: three kernels for a small ``[N, C]`` call.
 
-    (One more for each of ``target_min`` and ``input_max``; for a large
+    (One more for each of ``target_min``, ``input_max`` and ``target_max``; for a large
     tensor, one per tensor to sample its rows and one more to sum each
     sample apart.)
 
     Returns the ``[2, rows]`` sums, over each sampled row, of ``exp(input)``
     and of the target (of ``exp(target)`` when ``log_target``); the target's
     least value when it holds probabilities and ``target_min`` asks for it;
-    the input's greatest value when ``input_max`` asks for it (None
-    otherwise). A row of log-probabilities has ``sum(exp) == 1``, which also
-    bounds each of its values by ``log(1 + tol)``: the maximum is needed only
-    where rounding allows a wider logsumexp (half precision). Enough to
+    the input's (the target's) greatest value when ``input_max``
+    (``target_max``) asks for it (None otherwise). A row of
+    log-probabilities has ``sum(exp) == 1``, which also bounds each of its
+    values by ``log(1 + tol)``: the maximum is needed only where rounding
+    allows a wider logsumexp (half precision). Enough to
     confirm a correct call, where :func:`compute` takes several times as
     many kernels; anything the screen does not confirm is measured in full.
     """
@@ -256,7 +204,7 @@ def screen(
     else:  # no copy of the sample into a stack: less memory traffic
         sums = torch.stack((i.exp().sum(-1), (t.exp() if log_target else t).sum(-1)))
     least = t.amin() if target_min and not log_target else None
-    return sums, least, i.amax() if input_max else None
+    return sums, least, i.amax() if input_max else None, t.amax() if target_max else None
 
 
 def _range_of(values: Sequence[float]) -> Range:

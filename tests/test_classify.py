@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kl_guard._classify import Space, classify
-from kl_guard._statistics import Range, SideStats
+from kl_guard._classify import classify
+from kl_guard._contract import Space
+from kl_guard._rows import Range, SideStats
 
 
 def side(

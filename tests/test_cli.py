@@ -15,8 +15,8 @@ def test_demo_walks_through_every_code(capsys: pytest.CaptureFixture[str]) -> No
     for code in CODES:
         if code != "KLG004" or "KLG004" in out:
             assert f"{code}: " in out, code
-    assert "11 of 12 calls were misuses, and kl_guard caught each one." in out
-    assert out.count("corrected: ") == 11
+    assert "12 of 13 calls were misuses, and kl_guard caught each one." in out
+    assert out.count("corrected: ") == 12
 
 
 def test_codes_lists_the_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -30,9 +30,10 @@ def test_codes_keep_their_public_one_line_meanings() -> None:
         "KLG006": "a distribution is normalized over the wrong dimension",
         "KLG007": "target is not a probability distribution",
         "KLG008": "the target requires grad while the input does not",
+        "KLG009": "a deprecated size_average or reduce argument overrides reduction",
     }
     with pytest.raises(TypeError):
-        kl_guard.CODES["KLG009"] = "new"  # type: ignore[index]
+        kl_guard.CODES["KLG099"] = "new"  # type: ignore[index]
 
 
 def test_klg008_alone_is_opt_in() -> None:

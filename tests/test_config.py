@@ -81,7 +81,7 @@ def test_env_var_is_case_insensitive() -> None:
         ({"check_every": 2.5}, TypeError, "check_every must be a positive int or None"),
         ({"check_every": True}, TypeError, "check_every must be a positive int or None"),
         ({"sample_rows": "16"}, TypeError, "sample_rows must be a positive int"),
-        ({"select": ["KLG009"]}, ValueError, "unknown code 'KLG009' in select; valid codes are"),
+        ({"select": ["KLG099"]}, ValueError, "unknown code 'KLG099' in select; valid codes are"),
         ({"ignore": "KLG001,nope"}, ValueError, "unknown code 'nope' in ignore"),
         ({"ignore": 3}, TypeError, "ignore must be a comma-separated string or an iterable"),
         ({"select": [3]}, ValueError, "unknown code 3 in select; valid codes are 'KLG001', "),

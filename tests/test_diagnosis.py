@@ -60,7 +60,8 @@ def test_klg001_for_token_distributions_shows_the_per_token_form_line_by_line() 
         "the KL summed over each sequence's 16 tokens, padding included",
         '  fix: F.kl_div(input, target, reduction="batchmean") for the KL per sequence; '
         "per token, with a [B, T] padding mask: "
-        '(F.kl_div(input, target, reduction="none").sum(-1) * mask).sum() / mask.sum()',
+        '(F.kl_div(input, target, reduction="none").sum(-1) * mask).sum() / mask.sum(); '
+        "drop any * num_classes that made up for 'mean'",
     ]
 
 
@@ -71,6 +72,7 @@ def test_klg001_gives_token_advice_for_three_dims_only(shape: tuple[int, ...]) -
     assert "tokens" not in finding.message
     assert finding.message.splitlines()[-2] == (
         '  fix: F.kl_div(input, target, reduction="batchmean")'
+        "; drop any * num_classes that made up for 'mean'"
     )
 
 

@@ -38,7 +38,8 @@ def test_text(tmp_path: Path) -> None:
     assert text.splitlines() == [
         "train.py:4:8: KLG001 kl_div reduction 'mean' is not the KL divergence per sample: "
         "the module's reduction is 'mean' (nn.KLDivLoss's default)",
-        '  fix: nn.KLDivLoss(reduction="batchmean") [--fix --unsafe-fixes]',
+        '  fix: nn.KLDivLoss(reduction="batchmean"); drop any * num_classes that made up for '
+        "'mean' [--fix --unsafe-fixes]",
         "train.py:5:8: KLG003 input to kl_div looks like probabilities (softmax output?), "
         "not log-probabilities",
         '  fix: F.kl_div(F.log_softmax(s, dim=1), t, reduction="sum") [--fix]',
@@ -63,7 +64,8 @@ def test_json(tmp_path: Path) -> None:
         "column": 8,
         "message": "kl_div reduction 'mean' is not the KL divergence per sample: "
         "the module's reduction is 'mean' (nn.KLDivLoss's default)",
-        "fix": 'nn.KLDivLoss(reduction="batchmean")',
+        "fix": 'nn.KLDivLoss(reduction="batchmean"); drop any * num_classes that made up for '
+        "'mean'",
         "fixable": "unsafe",
     }
     assert (second["code"], second["fixable"]) == ("KLG003", "safe")
@@ -82,7 +84,7 @@ def test_sarif_is_valid_sarif_2_1_0(tmp_path: Path) -> None:
     log = _sarif(tmp_path)
     (run_,) = log["runs"]
     rules = run_["tool"]["driver"]["rules"]
-    assert [r["id"] for r in rules] == [f"KLG00{i}" for i in range(1, 9)]
+    assert [r["id"] for r in rules] == [f"KLG00{i}" for i in range(1, 10)]
     first = run_["results"][0]
     assert first["ruleId"] == "KLG001"
     assert rules[first["ruleIndex"]]["id"] == "KLG001"
@@ -103,7 +105,8 @@ def test_github_annotations(tmp_path: Path) -> None:
     assert first == (
         "::warning file=train.py,line=4,col=8,title=KLG001::kl_div reduction 'mean' is not "
         "the KL divergence per sample: the module's reduction is 'mean' (nn.KLDivLoss's "
-        'default) (fix: nn.KLDivLoss(reduction="batchmean"))'
+        'default) (fix: nn.KLDivLoss(reduction="batchmean"); drop any * num_classes that made '
+        "up for 'mean')"
     )
     assert second.startswith("::warning file=train.py,line=5,col=8,title=KLG003::")
 

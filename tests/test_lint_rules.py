@@ -133,7 +133,7 @@ PAIRS: dict[str, tuple[str, list[str], str]] = {
     ),
     "legacy size_average": (
         'crit = nn.KLDivLoss(size_average=True, reduce=True, reduction="sum")\n',
-        ["KLG001"],
+        ["KLG009"],
         "crit = nn.KLDivLoss(size_average=False)\n",
     ),
     "legacy from an unknown value": (
@@ -299,7 +299,9 @@ def test_a_finding_points_at_the_call_and_quotes_the_runtime() -> None:
     assert finding.message == (
         "kl_div reduction 'mean' is not the KL divergence per sample: reduction defaults to 'mean'"
     )
-    assert finding.fix == 'F.kl_div(a, b, reduction="batchmean")'
+    assert finding.fix == (
+        "F.kl_div(a, b, reduction=\"batchmean\"); drop any * num_classes that made up for 'mean'"
+    )
 
 
 def test_kl_div_outside_torch_is_not_read() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from kl_guard._rows import Range, SideStats
 from kl_guard._signature import broadcast_shape, candidate_dims
-from kl_guard._statistics import Range, SideStats
 
 
 def test_broadcast_shape() -> None:

@@ -15,7 +15,7 @@ import warnings
 from pathlib import Path
 from typing import TextIO
 
-from kl_guard._findings import CODES
+from kl_guard._findings import CODES, OPT_IN
 from kl_guard._lint import _output
 from kl_guard._lint._files import Document, UnreadableError, discover, load
 from kl_guard._lint._fixes import chosen
@@ -23,9 +23,9 @@ from kl_guard._lint._model import LintFinding, Located
 from kl_guard._lint._rules import Checker
 from kl_guard._suppression import suppressed_codes
 
-# KLG008 is about requires_grad, which only a run shows; like the runtime,
-# the linter leaves it off unless selected (and then has nothing to say).
-DEFAULT_CODES = frozenset(CODES) - {"KLG008"}
+# Like the runtime, the linter leaves the opt-in codes off unless selected
+# (KLG008 is about requires_grad, which only a run shows).
+DEFAULT_CODES = frozenset(CODES) - OPT_IN
 # A file names one of these wherever it can reach kl_div or KLDivLoss; a
 # file that names neither has nothing to find and is not parsed.
 _NEEDLES = ("kl_div", "KLDivLoss")

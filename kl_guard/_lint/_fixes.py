@@ -15,7 +15,7 @@ from kl_guard._lint._model import Applicability, Edit, LintFinding
 _PREVIEW_WIDTH = 100
 
 
-def span(doc: Document, node: ast.expr) -> tuple[int, int]:
+def span(doc: Document, node: ast.expr | ast.keyword) -> tuple[int, int]:
     """The character offsets of ``node`` in the document's text."""
     assert node.end_lineno is not None and node.end_col_offset is not None
     start = doc.offset(node.lineno, node.col_offset)
@@ -52,6 +52,31 @@ def set_argument(doc: Document, call: ast.Call, node: ast.expr | None, keyword: 
         return Edit(end - 1, end - 1, keyword)
     _, end = max(span(doc, a) for a in arguments)
     return Edit(end, end, ", " + keyword)
+
+
+def remove_keywords(doc: Document, call: ast.Call, names: Sequence[str]) -> tuple[Edit, ...]:
+    """Remove the keyword arguments ``names`` of ``call``, with their separators;
+    no edit when one is passed by position or every argument would go."""
+    arguments: list[ast.expr | ast.keyword] = [*call.args, *call.keywords]
+    arguments.sort(key=lambda a: span(doc, a))
+    gone = [isinstance(a, ast.keyword) and a.arg in names for a in arguments]
+    if sum(gone) != len(names) or all(gone):
+        return ()
+    edits: list[Edit] = []
+    i = 0
+    while i < len(arguments):
+        if not gone[i]:
+            i += 1
+            continue
+        j = i
+        while j + 1 < len(arguments) and gone[j + 1]:
+            j += 1
+        if j + 1 < len(arguments):  # up to the next argument kept
+            edits.append(Edit(span(doc, arguments[i])[0], span(doc, arguments[j + 1])[0], ""))
+        else:  # from the end of the argument kept before
+            edits.append(Edit(span(doc, arguments[i - 1])[1], span(doc, arguments[j])[1], ""))
+        i = j + 1
+    return tuple(edits)
 
 
 def rename_softmax(doc: Document, func: ast.expr) -> Edit | None:

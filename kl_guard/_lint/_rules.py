@@ -1,9 +1,10 @@
-"""Rules: each ``kl_div`` call and ``nn.KLDivLoss`` read for KLG001, KLG002, KLG003, KLG006.
+"""Rules: each ``kl_div`` call and ``nn.KLDivLoss`` read for KLG001-KLG003, KLG006 and KLG009.
 
 A rule reports only what the source decides: a reduction, ``log_target`` or
 dim that is not a literal (directly, through a name, or as a parameter's
-default) and a value without a visible space are not judged. Headlines are
-the runtime guard's (``_diagnosis``), so both name a misuse alike.
+default) and a value without a visible space are not judged. What a loss
+expects is its contract (``_contract``), and a finding's words are the
+runtime guard's (``_words``), so both name a misuse alike.
 """
 
 from __future__ import annotations
@@ -12,21 +13,22 @@ import ast
 import dataclasses
 from collections.abc import Iterator, Sequence
 
+from kl_guard import _words
+from kl_guard._contract import KL_DIV, Space
 from kl_guard._lint import _fixes
 from kl_guard._lint._files import Document
 from kl_guard._lint._model import Applicability, Edit, LintFinding
 from kl_guard._lint._names import Constant, Names, Scope
-from kl_guard._lint._spaces import Kind, Space, Spaces
+from kl_guard._lint._spaces import Spaces, Visible
 from kl_guard._reduction import resolve_reduction
 
-KL_DIV = "torch.nn.functional.kl_div"
-KL_DIV_LOSS = frozenset(
-    p + "KLDivLoss" for p in ("torch.nn.", "torch.nn.modules.", "torch.nn.modules.loss.")
-)
-_LOSS_PARAMETERS = ("size_average", "reduce", "reduction", "log_target")
-_FUNCTION_PARAMETERS = ("input", "target", *_LOSS_PARAMETERS)
-_MODULE_CALL_PARAMETERS = ("input", "target")
-_MEAN_HEADLINE = "kl_div reduction 'mean' is not the KL divergence per sample"
+_FUNCTION = KL_DIV.function
+_MODULES = KL_DIV.module_names
+_LOSS_PARAMETERS = KL_DIV.module_parameters
+_FUNCTION_PARAMETERS = KL_DIV.parameters
+_MODULE_CALL_PARAMETERS = KL_DIV.tensors
+_INPUT_SPACE = KL_DIV.argument("input").space
+_TARGET = KL_DIV.argument("target")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,9 +65,9 @@ class Checker:
     def findings(self) -> Iterator[LintFinding]:
         for call, scope in self.names.calls:
             qualname = self.names.qualname(call.func, scope)
-            if qualname == KL_DIV:
+            if qualname == _FUNCTION:
                 yield from self._function(call, scope)
-            elif qualname in KL_DIV_LOSS:
+            elif qualname in _MODULES:
                 yield from self._constructor(call, scope)
             elif qualname is None:
                 yield from self._module_call(call, scope)
@@ -87,27 +89,22 @@ class Checker:
         value = reduction.value if "reduction" in args else "mean"
         if not isinstance(value, str):
             return None
-        if resolve_reduction(size_average.value, reduce.value, value) != "mean":
+        legacy = "size_average" in args or "reduce" in args
+        resolved = resolve_reduction(size_average.value, reduce.value, value)
+        if legacy and "reduction" in args and resolved != value:
+            return self._override(call, args, size_average.value, reduce.value, value, resolved)
+        if resolved != "mean":
             return None
         written = args.get("reduction")
         edit: Edit | None = None
-        if "size_average" in args or "reduce" in args:
-            source = (
-                f"the deprecated size_average={size_average.value!r}, "
-                f"reduce={reduce.value!r} resolve to reduction='mean'"
-            )
-            if isinstance(size_average.value, str) or isinstance(reduce.value, str):
-                source += " (a string there is only truthy; it is not a reduction)"
+        if legacy:
+            source = _words.legacy_source(size_average.value, reduce.value, "mean")
         elif written is None:
-            source = (
-                "reduction defaults to 'mean'"
-                if api == "function"
-                else "the module's reduction is 'mean' (nn.KLDivLoss's default)"
-            )
+            source = _words.MEAN_DEFAULT if api == "function" else _words.MEAN_MODULE
             keyword = f"reduction={_fixes.string(self.doc, None, 'batchmean')}"
             edit = _fixes.set_argument(self.doc, call, None, keyword)
         elif reduction.node is written:
-            source = "reduction='mean' was passed"
+            source = _words.MEAN_WRITTEN
             edit = _fixes.replace(self.doc, written, _fixes.string(self.doc, written, "batchmean"))
         elif reduction.parameter is not None and reduction.node is not None:
             source = f"reduction defaults to 'mean' through the parameter {reduction.parameter!r}"
@@ -122,11 +119,35 @@ class Checker:
         return self._finding(
             "KLG001",
             call,
-            f"{_MEAN_HEADLINE}: {source}",
+            f"{_words.MEAN_HEADLINE}: {source}",
             f'{callee}({arguments}reduction="batchmean"{extra}) (this rescales the loss)',
             Applicability.UNSAFE if edit else Applicability.NONE,
             (edit,) if edit else (),
             (reduction.node if reduction.parameter else written,),
+            note=_words.MEAN_COMPENSATED,
+        )
+
+    def _override(
+        self,
+        call: ast.Call,
+        args: dict[str, ast.expr],
+        size_average: object,
+        reduce: object,
+        reduction: str,
+        resolved: str,
+    ) -> LintFinding:
+        """KLG009: ``size_average``/``reduce`` that override the written ``reduction``."""
+        names = [name for name in KL_DIV.legacy if name in args]
+        edits = _fixes.remove_keywords(self.doc, call, names)
+        return self._finding(
+            "KLG009",
+            call,
+            _words.override_headline(reduction, resolved),
+            f"{_fixes.text(self.doc, call.func)}(..., reduction={reduction!r}) "
+            f"({_words.OVERRIDE_FIX})",
+            Applicability.UNSAFE if edits else Applicability.NONE,
+            edits,
+            (*(args[name] for name in names), args["reduction"]),
         )
 
     def _constructor(self, call: ast.Call, scope: Scope) -> Iterator[LintFinding]:
@@ -159,7 +180,7 @@ class Checker:
         inline = isinstance(func, ast.Call)
         holders = [(func, scope)] if inline else self.names.values(func, scope)
         if not holders or any(
-            not isinstance(c, ast.Call) or self.names.qualname(c.func, s) not in KL_DIV_LOSS
+            not isinstance(c, ast.Call) or self.names.qualname(c.func, s) not in _MODULES
             for c, s in holders
         ):
             return
@@ -190,22 +211,21 @@ class Checker:
         swapped = (
             input_space is not None
             and target_space is not None
-            and input_space.kind is Kind.PROB
-            and target_space.kind is Kind.LOGPROB
+            and input_space.kind is Space.PROB
+            and target_space.kind is Space.LOGPROB
             and site.log_target is False
         )
         if swapped:
             yield self._finding(
                 "KLG003",
                 site.call,
-                "input and target of kl_div look swapped: input is probabilities, "
-                "target is log-probabilities",
+                _words.SWAPPED_HEADLINE,
                 "swap them: kl_div(input=log q of the model, target=p of the reference)",
                 Applicability.SAFE,
                 _fixes.swap(self.doc, site.input, site.target),
                 (site.input, site.target),
             )
-        elif input_space is not None and input_space.kind is not Kind.LOGPROB:
+        elif input_space is not None and input_space.kind is not _INPUT_SPACE:
             yield self._input_finding(site, input_space)
         if not swapped and target_space is not None and site.log_target is not None:
             finding = self._target_finding(site, target_space)
@@ -216,37 +236,31 @@ class Checker:
             if finding is not None:
                 yield finding
 
-    def _input_finding(self, site: _LossCall, space: Space) -> LintFinding:
-        what = (
-            "probabilities (softmax output?), not log-probabilities"
-            if space.kind is Kind.PROB
-            else "non-negative scores that are not normalized, not log-probabilities"
-        )
+    def _input_finding(self, site: _LossCall, space: Visible) -> LintFinding:
         edit = _fixes.rename_softmax(self.doc, space.softmax) if space.softmax is not None else None
         dim = "..." if space.dim is None else space.dim
         return self._finding(
             "KLG003",
             site.call,
-            f"input to kl_div looks like {what}",
-            f"F.log_softmax(logits, dim={dim}) as the input",
+            _words.input_headline(space.kind),
+            f"{_words.log_softmax_input(dim)} as the input",
             Applicability.SAFE if edit else Applicability.NONE,
             (edit,) if edit else (),
             (site.input,),
         )
 
-    def _target_finding(self, site: _LossCall, space: Space) -> LintFinding | None:
-        wanted = Kind.LOGPROB if site.log_target else Kind.PROB
-        if space.kind is wanted or (space.kind is Kind.NONNEG and not site.log_target):
+    def _target_finding(self, site: _LossCall, space: Visible) -> LintFinding | None:
+        wanted = _TARGET.expected({"log_target": site.log_target})
+        if space.kind is wanted or (space.kind is Space.NONNEG and not site.log_target):
             return None
         edit = None
-        if site.log_target_at is not None and space.kind is not Kind.NONNEG:
+        if site.log_target_at is not None and space.kind is not Space.NONNEG:
             call, written = site.log_target_at
             edit = _fixes.set_argument(self.doc, call, written, f"log_target={not site.log_target}")
         return self._finding(
             "KLG002",
             site.call,
-            f"kl_div was called with log_target={site.log_target} "
-            f"but the target looks like {space.kind.value}",
+            _words.log_target_headline(bool(site.log_target), space.kind),
             f"log_target={not site.log_target} (True means the target holds log-probabilities, "
             "False, the default, probabilities)",
             Applicability.SAFE if edit else Applicability.NONE,
@@ -254,9 +268,9 @@ class Checker:
             (site.target,),
         )
 
-    def _dims_finding(self, site: _LossCall, a: Space, b: Space) -> LintFinding | None:
+    def _dims_finding(self, site: _LossCall, a: Visible, b: Visible) -> LintFinding | None:
         """KLG006: input and target normalized over dims that cannot be the same one."""
-        if a.kind is Kind.NONNEG or b.kind is Kind.NONNEG or a.dim is None or b.dim is None:
+        if a.kind is Space.NONNEG or b.kind is Space.NONNEG or a.dim is None or b.dim is None:
             return None
         if a.dim == b.dim or (a.dim < 0) != (b.dim < 0):
             return None  # dim=1 and dim=-1 are one dim of a 2-D tensor
@@ -269,16 +283,13 @@ class Checker:
                 f"({a.dim} and {b.dim}); kl_div pairs them element by element"
             )
         else:
-            headline = (
-                f"a distribution passed to kl_div is normalized over dim {wrong}, "
-                f"not over the class dim {right}"
-            )
+            headline = _words.misplaced_headline(wrong, right)
         fn = "softmax" if node is site.target and not site.log_target else "log_softmax"
         return self._finding(
             "KLG006",
             site.call,
             headline,
-            f"F.{fn}(x, dim={right}) instead of F.{fn}(x, dim={wrong})",
+            _words.misplaced_fix(fn, wrong, right),
             Applicability.NONE,
             (),
             (node,),
@@ -293,6 +304,8 @@ class Checker:
         applicability: Applicability,
         edits: Sequence[Edit],
         culprits: Sequence[ast.expr | None],
+        *,
+        note: str = "",
     ) -> LintFinding:
         lines = {call.lineno} | {n.lineno for n in culprits if n is not None}
         return LintFinding(
@@ -300,7 +313,7 @@ class Checker:
             call.lineno,
             self.doc.column(call.lineno, call.col_offset) + 1,
             message,
-            _fixes.preview(self.doc, call, edits) or fix,
+            (_fixes.preview(self.doc, call, edits) or fix) + (f"; {note}" if note else ""),
             applicability,
             tuple(edits),
             frozenset(lines),

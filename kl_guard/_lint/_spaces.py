@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import ast
 import dataclasses
-import enum
 
+from kl_guard._contract import Space
 from kl_guard._lint._names import Names, Scope
 
 _F = "torch.nn.functional."
@@ -32,14 +32,8 @@ _CLAMPS = frozenset({"clamp", "clamp_min", "clamp_", "clamp_min_", "clip"})
 _DEPTH = 12
 
 
-class Kind(enum.Enum):
-    PROB = "probabilities"
-    LOGPROB = "log-probabilities"
-    NONNEG = "non-negative scores that are not normalized"
-
-
 @dataclasses.dataclass(frozen=True)
-class Space:
+class Visible:
     """What an expression visibly holds: ``dim`` None when not written as a literal.
 
     ``softmax`` is the inline ``softmax`` call (function, method or module
@@ -48,7 +42,7 @@ class Space:
     ``log_softmax`` is then a certain fix.
     """
 
-    kind: Kind
+    kind: Space
     dim: int | None
     softmax: ast.expr | None = None
 
@@ -57,7 +51,7 @@ class Spaces:
     def __init__(self, names: Names) -> None:
         self.names = names
 
-    def of(self, expr: ast.expr, scope: Scope, depth: int = 0) -> Space | None:
+    def of(self, expr: ast.expr, scope: Scope, depth: int = 0) -> Visible | None:
         if depth > _DEPTH:
             return None
         if isinstance(expr, ast.Call):
@@ -70,7 +64,7 @@ class Spaces:
             return None
         spaces = {self.of(value, owner, depth + 1) for value, owner in values}
         space = spaces.pop() if len(spaces) == 1 else None
-        return None if space is None else Space(space.kind, space.dim)
+        return None if space is None else Visible(space.kind, space.dim)
 
     def _dim(self, call: ast.Call, scope: Scope, position: int) -> int | None:
         node = next((k.value for k in call.keywords if k.arg == "dim"), None)
@@ -81,18 +75,18 @@ class Spaces:
         found = self.names.constant(node, scope)
         return found.value if found is not None and type(found.value) is int else None
 
-    def module(self, expr: ast.expr, scope: Scope) -> Space | None:
+    def module(self, expr: ast.expr, scope: Scope) -> Visible | None:
         """The space an ``nn.Softmax``/``nn.LogSoftmax`` constructor call produces."""
         if not isinstance(expr, ast.Call) or _starred(expr):
             return None
         qualname = self.names.qualname(expr.func, scope)
         if qualname in _PROB_MODULES:
-            return Space(Kind.PROB, self._dim(expr, scope, 0), expr.func)
+            return Visible(Space.PROB, self._dim(expr, scope, 0), expr.func)
         if qualname in _LOGPROB_MODULES:
-            return Space(Kind.LOGPROB, self._dim(expr, scope, 0))
+            return Visible(Space.LOGPROB, self._dim(expr, scope, 0))
         return None
 
-    def _call(self, call: ast.Call, scope: Scope, depth: int) -> Space | None:
+    def _call(self, call: ast.Call, scope: Scope, depth: int) -> Visible | None:
         if _starred(call):
             return None
         func = call.func
@@ -101,11 +95,11 @@ class Spaces:
         qualname = self.names.qualname(func, scope)
         if qualname is not None:
             if qualname in _PROB_FUNCTIONS and call.args:
-                return Space(Kind.PROB, self._dim(call, scope, 1), func)
+                return Visible(Space.PROB, self._dim(call, scope, 1), func)
             if qualname in _LOGPROB_FUNCTIONS and call.args:
-                return Space(Kind.LOGPROB, self._dim(call, scope, 1))
+                return Visible(Space.LOGPROB, self._dim(call, scope, 1))
             if qualname in _SIGMOID_FUNCTIONS and len(call.args) == 1:
-                return Space(Kind.NONNEG, None)
+                return Visible(Space.NONNEG, None)
             if qualname in ("torch.log", "torch.exp") and len(call.args) == 1:
                 return _log_exp(qualname[6:], self.of(call.args[0], scope, depth + 1))
             return None
@@ -115,18 +109,18 @@ class Spaces:
             return self._module_instance(call, scope)
         return self._method(call, func, scope, depth)
 
-    def _module_instance(self, call: ast.Call, scope: Scope) -> Space | None:
+    def _module_instance(self, call: ast.Call, scope: Scope) -> Visible | None:
         """``act(x)`` where ``act`` (a local, a global, ``self.act``) is an nn.Softmax."""
         values = self.names.values(call.func, scope)
         if not values or len(call.args) != 1 or call.keywords:
             return None
         spaces = {self.module(value, owner) for value, owner in values}
         space = spaces.pop() if len(spaces) == 1 else None
-        return None if space is None else Space(space.kind, space.dim)
+        return None if space is None else Visible(space.kind, space.dim)
 
     def _method(
         self, call: ast.Call, func: ast.Attribute, scope: Scope, depth: int
-    ) -> Space | None:
+    ) -> Visible | None:
         name = func.attr
         if name in ("softmax", "log_softmax"):
             # a tensor's method takes the dim alone: x.softmax(1), x.softmax(dim=-1)
@@ -134,29 +128,29 @@ class Spaces:
             if dim is None or len(call.args) + len(call.keywords) > 2:
                 return None
             if name == "softmax":
-                return Space(Kind.PROB, dim, func)
-            return Space(Kind.LOGPROB, dim)
+                return Visible(Space.PROB, dim, func)
+            return Visible(Space.LOGPROB, dim)
         if name == "sigmoid" and not call.args and not call.keywords:
-            return Space(Kind.NONNEG, None)
+            return Visible(Space.NONNEG, None)
         inner = self.of(func.value, scope, depth + 1)
         if inner is None:
             return None
         if name in _SAME:
             return inner
         if name in _CLAMPS:
-            return Space(inner.kind, inner.dim)
+            return Visible(inner.kind, inner.dim)
         if name in ("log", "exp") and not call.args and not call.keywords:
             return _log_exp(name, inner)
         return None
 
 
-def _log_exp(name: str, inner: Space | None) -> Space | None:
+def _log_exp(name: str, inner: Visible | None) -> Visible | None:
     if inner is None:
         return None
-    if name == "log" and inner.kind is Kind.PROB:
-        return Space(Kind.LOGPROB, inner.dim)
-    if name == "exp" and inner.kind is Kind.LOGPROB:
-        return Space(Kind.PROB, inner.dim)
+    if name == "log" and inner.kind is Space.PROB:
+        return Visible(Space.LOGPROB, inner.dim)
+    if name == "exp" and inner.kind is Space.LOGPROB:
+        return Visible(Space.PROB, inner.dim)
     return None
 
 
@@ -170,7 +164,7 @@ def _full_slice(node: ast.expr) -> bool:
     return isinstance(node, ast.Slice) and node.lower is node.upper is node.step is None
 
 
-def _indexed(inner: Space, index: ast.expr) -> Space:
+def _indexed(inner: Visible, index: ast.expr) -> Visible:
     """The space of ``x[index]``: the values keep their kind, the dim only where certain.
 
     Probabilities indexed any way are still values in [0, 1], never
@@ -187,4 +181,4 @@ def _indexed(inner: Space, index: ast.expr) -> Space:
         dim = None if dim == 0 else dim - 1 if dim > 0 else dim
     elif not isinstance(index, ast.Slice) or dim == 0:
         dim = None
-    return Space(inner.kind, dim, inner.softmax)
+    return Visible(inner.kind, dim, inner.softmax)

@@ -1,0 +1,112 @@
+"""What each finding says: the headlines and fixes that the runtime guard and the linter share.
+
+Torch-free. ``_diagnosis`` (the runtime) and ``_lint._rules`` (the linter)
+both word a misuse from here, so a code reads alike wherever it is found;
+``tests/test_words.py`` ties the two for every code both can report.
+"""
+
+from __future__ import annotations
+
+from kl_guard._contract import Space
+
+# -- KLG001 -----------------------------------------------------------------
+
+MEAN_HEADLINE = "kl_div reduction 'mean' is not the KL divergence per sample"
+MEAN_DEFAULT = "reduction defaults to 'mean'"
+MEAN_WRITTEN = "reduction='mean' was passed"
+MEAN_MODULE = "the module's reduction is 'mean' (nn.KLDivLoss's default)"
+#: Code that multiplied a 'mean' loss by the number of classes to get the KL
+#: per sample back must drop the factor with the switch.
+MEAN_COMPENSATED = "drop any * num_classes that made up for 'mean'"
+
+
+def legacy_source(size_average: object, reduce: object, resolved: str) -> str:
+    """How the deprecated pair resolves, as the evidence says it."""
+    source = (
+        f"the deprecated size_average={size_average!r}, reduce={reduce!r} "
+        f"resolve to reduction={resolved!r}"
+    )
+    if isinstance(reduce, str) or isinstance(size_average, str):
+        source += " (a string there is only truthy; it is not a reduction)"
+    return source
+
+
+# -- KLG002 -----------------------------------------------------------------
+
+LOG_TARGET_MEANS = (
+    "log_target=True means the target holds log-probabilities; "
+    "log_target=False (the default) means probabilities"
+)
+
+
+def log_target_headline(log_target: bool, space: Space) -> str:
+    return f"kl_div was called with log_target={log_target} but the target looks like {space.value}"
+
+
+# -- KLG003 -----------------------------------------------------------------
+
+SWAPPED_HEADLINE = (
+    "input and target of kl_div look swapped: input is probabilities, target is log-probabilities"
+)
+SWAPPED_MEANS = "kl_div(input, target) wants input = log q (the model), target = p (the reference)"
+_INPUT_LOOKS_LIKE = {
+    Space.PROB: "probabilities (softmax output?), not log-probabilities",
+    Space.SUBPROB: "probabilities (part of a softmax output?), not log-probabilities",
+    Space.NONNEG: "non-negative scores that are not normalized, not log-probabilities",
+    Space.NONPOS: "log-scores that do not normalize (logsumexp is above 0)",
+    Space.SIGNED: "raw logits, not log-probabilities",
+}
+
+
+def input_headline(space: Space) -> str:
+    return f"input to kl_div looks like {_INPUT_LOOKS_LIKE[space]}"
+
+
+def log_softmax_input(dim: object) -> str:
+    return f"F.log_softmax(logits, dim={dim})"
+
+
+# -- KLG006 -----------------------------------------------------------------
+
+
+def misplaced_headline(wrong: object, right: object) -> str:
+    return (
+        f"a distribution passed to kl_div is normalized over dim {wrong}, "
+        f"not over the class dim {right}"
+    )
+
+
+def misplaced_fix(function: str, wrong: object, right: object) -> str:
+    return f"F.{function}(x, dim={right}) instead of F.{function}(x, dim={wrong})"
+
+
+# -- KLG009 -----------------------------------------------------------------
+
+
+def override_headline(reduction: object, resolved: str) -> str:
+    return (
+        f"the deprecated size_average/reduce arguments override reduction={reduction!r}: "
+        f"torch computes {resolved!r}"
+    )
+
+
+def override_evidence(
+    size_average: object, reduce: object, reduction: object, resolved: str
+) -> tuple[str, ...]:
+    """What was written and what torch computes instead."""
+    written = ", ".join(
+        f"{name}={value!r}"
+        for name, value in (("size_average", size_average), ("reduce", reduce))
+        if value is not None
+    )
+    out: tuple[str, ...] = (
+        f"written: {written}, reduction={reduction!r}",
+        f"torch computes {resolved!r}: whenever size_average or reduce is given, "
+        "they decide the reduction and reduction is ignored",
+    )
+    if resolved == "mean":
+        out += ("'mean' also divides by the number of classes (see KLG001)",)
+    return out
+
+
+OVERRIDE_FIX = "drop size_average and reduce; keep reduction"
