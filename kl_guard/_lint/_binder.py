@@ -11,8 +11,10 @@ assigned after construction.
 from __future__ import annotations
 
 import ast
+import contextlib
+from collections.abc import Iterator
 
-from kl_guard._lint._scopes import Binding, ClassInfo, Kind, Scope, self_class
+from kl_guard._lint._scopes import ENTRY, Binding, ClassInfo, Kind, Point, Scope, self_class
 
 
 class Binder(ast.NodeVisitor):
@@ -26,18 +28,40 @@ class Binder(ast.NodeVisitor):
         self.mutated: set[str | None] = set()
         self.holders: dict[ast.Call, set[str | None]] = {}
         self._scope = self.module
-        self.generic_visit(tree)
+        # the statement of the scope's own body being visited; None inside a
+        # nested one, whose bindings may or may not be made
+        self._top: ast.stmt | None = None
+        self._enter(self.module, tree.body)
+
+    def visit(self, node: ast.AST) -> None:
+        if isinstance(node, ast.stmt) and node is not self._top:
+            top, self._top = self._top, None
+            try:
+                super().visit(node)
+            finally:
+                self._top = top
+        else:
+            super().visit(node)
+
+    @property
+    def _here(self) -> Point | None:
+        """Where a binding made now is certainly made (see ``Binding.at``)."""
+        top = self._top
+        if top is None:
+            return None
+        assert top.end_lineno is not None and top.end_col_offset is not None
+        return top.end_lineno, top.end_col_offset
 
     def _other(self, target: ast.AST) -> None:
         for node in ast.walk(target):
             if isinstance(node, ast.Name):
                 self._scope.bind(node.id, Binding("other", self._scope))
 
-    def _assign(self, target: ast.expr, value: ast.expr | None) -> None:
+    def _assign(self, target: ast.expr, value: ast.expr | None, at: Point | None) -> None:
         scope = self._scope
         if isinstance(target, ast.Name):
             kind: Kind = "value" if value is not None else "other"
-            scope.bind(target.id, Binding(kind, scope, value=value))
+            scope.bind(target.id, Binding(kind, scope, value=value, at=at))
         elif isinstance(target, ast.Attribute):
             if target.attr in ("reduction", "log_target"):
                 self.mutated.add(_dotted(target.value))
@@ -48,15 +72,16 @@ class Binder(ast.NodeVisitor):
         elif isinstance(target, ast.Starred | ast.Tuple | ast.List):
             for node in ast.walk(target):
                 if isinstance(node, ast.Name | ast.Attribute):
-                    self._assign(node, None)
+                    self._assign(node, None, at)
 
     def visit_Import(self, node: ast.Import) -> None:
         for alias in node.names:
             if alias.asname:
-                self._scope.bind(alias.asname, Binding("import", self._scope, alias.name))
+                binding = Binding("import", self._scope, alias.name, at=self._here)
+                self._scope.bind(alias.asname, binding)
             else:
                 top = alias.name.partition(".")[0]
-                self._scope.bind(top, Binding("import", self._scope, top))
+                self._scope.bind(top, Binding("import", self._scope, top, at=self._here))
 
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         for alias in node.names:
@@ -64,27 +89,27 @@ class Binder(ast.NodeVisitor):
                 continue
             name = alias.asname or alias.name
             if node.level or not node.module:  # a relative import is the project's own
-                self._scope.bind(name, Binding("other", self._scope))
+                self._scope.bind(name, Binding("other", self._scope, at=self._here))
             else:
                 qualname = f"{node.module}.{alias.name}"
-                self._scope.bind(name, Binding("import", self._scope, qualname))
+                self._scope.bind(name, Binding("import", self._scope, qualname, at=self._here))
 
     def visit_Assign(self, node: ast.Assign) -> None:
         self.visit(node.value)
         if isinstance(node.value, ast.Call):
             self.holders[node.value] = {_dotted(t) for t in node.targets} - {None}
         for target in node.targets:
-            self._assign(target, node.value)
+            self._assign(target, node.value, self._here)
             self.visit(target)
 
     def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
         self.generic_visit(node)
         if node.value is not None:
-            self._assign(node.target, node.value)
+            self._assign(node.target, node.value, self._here)
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:
         self.generic_visit(node)
-        self._assign(node.target, None)
+        self._assign(node.target, None, self._here)
 
     def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
         self.visit(node.value)
@@ -127,7 +152,8 @@ class Binder(ast.NodeVisitor):
 
     def visit_Delete(self, node: ast.Delete) -> None:
         for target in node.targets:
-            self._assign(target, None)
+            # unbinding has no place in the order kept: every binding then counts
+            self._assign(target, None, None)
 
     def visit_match_case(self, node: ast.match_case) -> None:
         for sub in ast.walk(node.pattern):
@@ -140,13 +166,20 @@ class Binder(ast.NodeVisitor):
         self.calls.append((node, self._scope))
         self.generic_visit(node)
 
-    def _enter(self, scope: Scope, body: list[ast.stmt] | list[ast.expr]) -> None:
-        outer, self._scope = self._scope, scope
+    @contextlib.contextmanager
+    def _inside(self, scope: Scope) -> Iterator[None]:
+        outer, top = self._scope, self._top
+        self._scope, self._top = scope, None
         try:
-            for child in body:
-                self.visit(child)
+            yield
         finally:
-            self._scope = outer
+            self._scope, self._top = outer, top
+
+    def _enter(self, scope: Scope, body: list[ast.stmt] | list[ast.expr]) -> None:
+        with self._inside(scope):
+            for child in body:
+                self._top = child if isinstance(child, ast.stmt) else None
+                self.visit(child)
 
     def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
         args = node.args
@@ -159,7 +192,7 @@ class Binder(ast.NodeVisitor):
         if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
             for decorator in node.decorator_list:
                 self.visit(decorator)
-            outer.bind(node.name, Binding("other", outer))
+            outer.bind(node.name, Binding("other", outer, at=self._here))
             static = any(
                 isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod")
                 for d in node.decorator_list
@@ -177,7 +210,7 @@ class Binder(ast.NodeVisitor):
             if arg is not None:
                 pairs.append((arg, None))
         for arg, default in pairs:
-            scope.bind(arg.arg, Binding("param", outer, value=default))
+            scope.bind(arg.arg, Binding("param", outer, value=default, at=ENTRY))
         body = node.body if isinstance(node.body, list) else [node.body]
         self._enter(scope, body)
 
@@ -188,16 +221,14 @@ class Binder(ast.NodeVisitor):
     def visit_ClassDef(self, node: ast.ClassDef) -> None:
         for child in (*node.decorator_list, *node.bases, *node.keywords):
             self.visit(child)
-        self._scope.bind(node.name, Binding("other", self._scope))
+        self._scope.bind(node.name, Binding("other", self._scope, at=self._here))
         self._enter(Scope(node, self._scope, "class", cls=ClassInfo()), node.body)
 
     def _comprehension(
         self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp
     ) -> None:
         self.visit(node.generators[0].iter)  # evaluated in the enclosing scope
-        scope = Scope(node, self._scope, "comprehension")
-        outer, self._scope = self._scope, scope
-        try:
+        with self._inside(Scope(node, self._scope, "comprehension")):
             for index, generator in enumerate(node.generators):
                 self._other(generator.target)
                 if index:
@@ -207,8 +238,6 @@ class Binder(ast.NodeVisitor):
             elements = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
             for element in elements:
                 self.visit(element)
-        finally:
-            self._scope = outer
 
     visit_ListComp = _comprehension
     visit_SetComp = _comprehension

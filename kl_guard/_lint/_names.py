@@ -1,9 +1,10 @@
 """Names: what a name or ``self`` attribute resolves to, read from the scopes ``_binder`` built.
 
-A name resolves only when every binding it may refer to agrees (one import,
-or values that resolve alike); a parameter, a loop variable or a name bound
-two different ways resolves to nothing, which the rules read as "the source
-does not decide".
+A name resolves only when every binding it may hold where it is read agrees
+(one import, or values that resolve alike; ``_scopes`` says which those
+are); a parameter, a loop variable or a name that may be bound two
+different ways resolves to nothing, which the rules read as "the source does
+not decide". A value resolves where it is written.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import dataclasses
 from collections.abc import Iterator
 
 from kl_guard._lint._binder import Binder
-from kl_guard._lint._scopes import Binding, ClassInfo, Scope, self_class
+from kl_guard._lint._scopes import Binding, ClassInfo, Scope, point_of, self_class
 
 _DEPTH = 12  # aliases of aliases: deeper than real code goes, and no cycle runs away
 
@@ -44,9 +45,12 @@ class Names:
         return self_class(expr, scope)
 
     def bindings(self, expr: ast.expr, scope: Scope) -> list[Binding] | None:
-        """Every binding of a name or of ``self.attr`` (with the class body's own)."""
+        """The bindings a name or ``self.attr`` may hold where ``expr`` is read.
+
+        ``self.attr`` is any method's assignment, or the class body's own last one.
+        """
         if isinstance(expr, ast.Name):
-            found = scope.lookup(expr.id)
+            found = scope.lookup(expr.id, point_of(expr))
             return found[0] if found else None
         if isinstance(expr, ast.Attribute):
             cls = self_class(expr.value, scope)
@@ -54,7 +58,7 @@ class Names:
                 return None
             own = cls.attrs.get(expr.attr, [])
             body = next((s for s in _class_scopes(scope) if s.cls is cls), None)
-            in_body = body.bindings.get(expr.attr, []) if body else []
+            in_body = body.last(expr.attr) if body else []
             return [*own, *in_body] or None
         return None
 
