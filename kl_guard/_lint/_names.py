@@ -1,12 +1,10 @@
-"""Names: what each name and ``self`` attribute of a module is bound to.
+"""Names: what a name or ``self`` attribute resolves to, read from the scopes ``_binder`` built.
 
-One pass over the tree records every binding in its scope (module, class,
-function, lambda, comprehension), following Python's rules: a class body is
-not visible from its methods, ``global``/``nonlocal`` send an assignment to
-another scope, a comprehension's targets are its own. A name resolves only
-when every binding agrees (one import, or values that resolve alike); a
-parameter, a loop variable or a name bound two different ways resolves to
-nothing, which the rules read as "the source does not decide".
+A name resolves only when every binding it may hold where it is read agrees
+(one import, or values that resolve alike; ``_scopes`` says which those
+are); a parameter, a loop variable or a name that may be bound two
+different ways resolves to nothing, which the rules read as "the source does
+not decide". A value resolves where it is written.
 """
 
 from __future__ import annotations
@@ -14,71 +12,11 @@ from __future__ import annotations
 import ast
 import dataclasses
 from collections.abc import Iterator
-from typing import Literal
 
-Kind = Literal["import", "value", "param", "other"]
+from kl_guard._lint._binder import Binder
+from kl_guard._lint._scopes import Binding, ClassInfo, Scope, point_of, self_class
+
 _DEPTH = 12  # aliases of aliases: deeper than real code goes, and no cycle runs away
-
-
-@dataclasses.dataclass(frozen=True)
-class Binding:
-    """One way a name is bound: an import (``qualname``), a value, a parameter (its default)."""
-
-    kind: Kind
-    scope: Scope
-    qualname: str | None = None
-    value: ast.expr | None = None
-
-
-class ClassInfo:
-    """A class's ``self.name = ...`` assignments, from every method."""
-
-    def __init__(self) -> None:
-        self.attrs: dict[str, list[Binding]] = {}
-
-
-class Scope:
-    def __init__(
-        self,
-        node: ast.AST,
-        parent: Scope | None,
-        kind: Literal["module", "class", "function", "comprehension"],
-        *,
-        cls: ClassInfo | None = None,
-        self_name: str | None = None,
-    ) -> None:
-        self.node = node
-        self.parent = parent
-        self.kind = kind
-        self.cls = cls  # the class of a method, or of a class body
-        self.self_name = self_name  # a method's first parameter
-        self.bindings: dict[str, list[Binding]] = {}
-        self.redirect: dict[str, Scope] = {}  # global / nonlocal names
-
-    def bind(self, name: str, binding: Binding) -> None:
-        target = self.redirect.get(name, self)
-        target.bindings.setdefault(name, []).append(binding)
-
-    def lookup(self, name: str) -> tuple[list[Binding], Scope] | None:
-        """The bindings ``name`` refers to from here, or None (a builtin or undefined)."""
-        scope: Scope | None = self
-        while scope is not None:
-            target = scope.redirect.get(name, scope)
-            if target is not scope:
-                return target.lookup(name)
-            if name in scope.bindings:
-                return scope.bindings[name], scope
-            scope = scope.parent
-            while scope is not None and scope.kind == "class":
-                scope = scope.parent  # a class body is not an enclosing scope
-        return None
-
-    @property
-    def function(self) -> Scope:
-        scope = self
-        while scope.kind == "comprehension" and scope.parent is not None:
-            scope = scope.parent
-        return scope
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,232 +31,34 @@ class Constant:
     parameter: str | None = None
 
 
-class Names(ast.NodeVisitor):
-    """Every binding of a module, and the calls with the scope each is in."""
+class Names:
+    """A module's bindings and calls, and the queries the rules ask of them."""
 
     def __init__(self, tree: ast.Module) -> None:
-        self.module = Scope(tree, None, "module")
-        self.calls: list[tuple[ast.Call, Scope]] = []
-        # "crit", "self.crit": objects whose .reduction or .log_target is assigned,
-        # and the names each constructor call is assigned to
-        self.mutated: set[str | None] = set()
-        self.holders: dict[ast.Call, set[str | None]] = {}
-        self._scope = self.module
-        self.generic_visit(tree)
-
-    # -- building -------------------------------------------------------------
-
-    def _other(self, target: ast.AST) -> None:
-        for node in ast.walk(target):
-            if isinstance(node, ast.Name):
-                self._scope.bind(node.id, Binding("other", self._scope))
-
-    def _assign(self, target: ast.expr, value: ast.expr | None) -> None:
-        scope = self._scope
-        if isinstance(target, ast.Name):
-            kind: Kind = "value" if value is not None else "other"
-            scope.bind(target.id, Binding(kind, scope, value=value))
-        elif isinstance(target, ast.Attribute):
-            if target.attr in ("reduction", "log_target"):
-                self.mutated.add(_dotted(target.value))
-            cls = self.self_class(target.value, scope)
-            if cls is not None:
-                kind = "value" if value is not None else "other"
-                cls.attrs.setdefault(target.attr, []).append(Binding(kind, scope, value=value))
-        elif isinstance(target, ast.Starred | ast.Tuple | ast.List):
-            for node in ast.walk(target):
-                if isinstance(node, ast.Name | ast.Attribute):
-                    self._assign(node, None)
-
-    def visit_Import(self, node: ast.Import) -> None:
-        for alias in node.names:
-            if alias.asname:
-                self._scope.bind(alias.asname, Binding("import", self._scope, alias.name))
-            else:
-                top = alias.name.partition(".")[0]
-                self._scope.bind(top, Binding("import", self._scope, top))
-
-    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
-        for alias in node.names:
-            if alias.name == "*":
-                continue
-            name = alias.asname or alias.name
-            if node.level or not node.module:  # a relative import is the project's own
-                self._scope.bind(name, Binding("other", self._scope))
-            else:
-                qualname = f"{node.module}.{alias.name}"
-                self._scope.bind(name, Binding("import", self._scope, qualname))
-
-    def visit_Assign(self, node: ast.Assign) -> None:
-        self.visit(node.value)
-        if isinstance(node.value, ast.Call):
-            self.holders[node.value] = {_dotted(t) for t in node.targets} - {None}
-        for target in node.targets:
-            self._assign(target, node.value)
-            self.visit(target)
-
-    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
-        self.generic_visit(node)
-        if node.value is not None:
-            self._assign(node.target, node.value)
-
-    def visit_AugAssign(self, node: ast.AugAssign) -> None:
-        self.generic_visit(node)
-        self._assign(node.target, None)
-
-    def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
-        self.visit(node.value)
-        self._scope.function.bind(node.target.id, Binding("other", self._scope))
-
-    def visit_Global(self, node: ast.Global) -> None:
-        if self._scope is not self.module:
-            for name in node.names:
-                self._scope.redirect[name] = self.module
-
-    def visit_Nonlocal(self, node: ast.Nonlocal) -> None:
-        outer = self._scope.parent or self.module
-        while outer.kind == "class" and outer.parent is not None:
-            outer = outer.parent
-        for name in node.names:
-            outer.bind(name, Binding("other", outer))  # changed from inside: undecided
-            self._scope.redirect[name] = outer
-
-    def _targets(self, node: ast.AST) -> None:
-        self._other(node)
-        self.generic_visit(node)
-
-    def _loop(self, node: ast.For | ast.AsyncFor) -> None:
-        self._targets(node.target)
-        for child in (node.iter, *node.body, *node.orelse):
-            self.visit(child)
-
-    visit_For = _loop
-    visit_AsyncFor = _loop
-
-    def visit_withitem(self, node: ast.withitem) -> None:
-        self.visit(node.context_expr)
-        if node.optional_vars is not None:
-            self._other(node.optional_vars)
-
-    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
-        if node.name:
-            self._scope.bind(node.name, Binding("other", self._scope))
-        self.generic_visit(node)
-
-    def visit_Delete(self, node: ast.Delete) -> None:
-        for target in node.targets:
-            self._assign(target, None)
-
-    def visit_match_case(self, node: ast.match_case) -> None:
-        for sub in ast.walk(node.pattern):
-            name = getattr(sub, "name", None) or getattr(sub, "rest", None)
-            if isinstance(name, str):
-                self._scope.bind(name, Binding("other", self._scope))
-        self.generic_visit(node)
-
-    def visit_Call(self, node: ast.Call) -> None:
-        self.calls.append((node, self._scope))
-        self.generic_visit(node)
-
-    def _enter(self, scope: Scope, body: list[ast.stmt] | list[ast.expr]) -> None:
-        outer, self._scope = self._scope, scope
-        try:
-            for child in body:
-                self.visit(child)
-        finally:
-            self._scope = outer
-
-    def _function(self, node: ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda) -> None:
-        args = node.args
-        for default in (*args.defaults, *args.kw_defaults):
-            if default is not None:
-                self.visit(default)
-        outer = self._scope
-        positional = [*args.posonlyargs, *args.args]
-        self_name = cls = None
-        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
-            for decorator in node.decorator_list:
-                self.visit(decorator)
-            outer.bind(node.name, Binding("other", outer))
-            static = any(
-                isinstance(d, ast.Name) and d.id in ("staticmethod", "classmethod")
-                for d in node.decorator_list
-            )
-            if outer.kind == "class" and positional and not static:
-                self_name, cls = positional[0].arg, outer.cls
-        scope = Scope(node, outer, "function", cls=cls, self_name=self_name)
-        defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
-        defaults += args.defaults
-        pairs = [
-            *zip(positional, defaults, strict=True),
-            *zip(args.kwonlyargs, args.kw_defaults, strict=True),
-        ]
-        for arg in (args.vararg, args.kwarg):
-            if arg is not None:
-                pairs.append((arg, None))
-        for arg, default in pairs:
-            scope.bind(arg.arg, Binding("param", outer, value=default))
-        body = node.body if isinstance(node.body, list) else [node.body]
-        self._enter(scope, body)
-
-    visit_FunctionDef = _function
-    visit_AsyncFunctionDef = _function
-    visit_Lambda = _function
-
-    def visit_ClassDef(self, node: ast.ClassDef) -> None:
-        for child in (*node.decorator_list, *node.bases, *node.keywords):
-            self.visit(child)
-        self._scope.bind(node.name, Binding("other", self._scope))
-        self._enter(Scope(node, self._scope, "class", cls=ClassInfo()), node.body)
-
-    def _comprehension(
-        self, node: ast.ListComp | ast.SetComp | ast.GeneratorExp | ast.DictComp
-    ) -> None:
-        self.visit(node.generators[0].iter)  # evaluated in the enclosing scope
-        scope = Scope(node, self._scope, "comprehension")
-        outer, self._scope = self._scope, scope
-        try:
-            for index, generator in enumerate(node.generators):
-                self._other(generator.target)
-                if index:
-                    self.visit(generator.iter)
-                for condition in generator.ifs:
-                    self.visit(condition)
-            elements = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
-            for element in elements:
-                self.visit(element)
-        finally:
-            self._scope = outer
-
-    visit_ListComp = _comprehension
-    visit_SetComp = _comprehension
-    visit_GeneratorExp = _comprehension
-    visit_DictComp = _comprehension
-
-    # -- resolving ------------------------------------------------------------
+        binder = Binder(tree)
+        self.calls = binder.calls
+        self.mutated = binder.mutated
+        self.holders = binder.holders
 
     def self_class(self, expr: ast.expr, scope: Scope) -> ClassInfo | None:
         """The class whose instance ``expr`` is, when ``expr`` is a method's ``self``."""
-        if not isinstance(expr, ast.Name):
-            return None
-        found = scope.lookup(expr.id)
-        if found is None:
-            return None
-        _, owner = found
-        return owner.cls if owner.self_name == expr.id else None
+        return self_class(expr, scope)
 
     def bindings(self, expr: ast.expr, scope: Scope) -> list[Binding] | None:
-        """Every binding of a name or of ``self.attr`` (with the class body's own)."""
+        """The bindings a name or ``self.attr`` may hold where ``expr`` is read.
+
+        ``self.attr`` is any method's assignment, or the class body's own last one.
+        """
         if isinstance(expr, ast.Name):
-            found = scope.lookup(expr.id)
+            found = scope.lookup(expr.id, point_of(expr))
             return found[0] if found else None
         if isinstance(expr, ast.Attribute):
-            cls = self.self_class(expr.value, scope)
+            cls = self_class(expr.value, scope)
             if cls is None:
                 return None
             own = cls.attrs.get(expr.attr, [])
             body = next((s for s in _class_scopes(scope) if s.cls is cls), None)
-            in_body = body.bindings.get(expr.attr, []) if body else []
+            in_body = body.last(expr.attr) if body else []
             return [*own, *in_body] or None
         return None
 
@@ -392,12 +132,3 @@ def _class_scopes(scope: Scope) -> Iterator[Scope]:
         if s.kind == "class":
             yield s
         s = s.parent
-
-
-def _dotted(expr: ast.expr) -> str | None:
-    """``crit`` or ``self.crit``; None for anything longer."""
-    if isinstance(expr, ast.Name):
-        return expr.id
-    if isinstance(expr, ast.Attribute) and isinstance(expr.value, ast.Name):
-        return f"{expr.value.id}.{expr.attr}"
-    return None

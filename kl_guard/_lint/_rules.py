@@ -18,7 +18,8 @@ from kl_guard._contract import KL_DIV, Space
 from kl_guard._lint import _fixes
 from kl_guard._lint._files import Document
 from kl_guard._lint._model import Applicability, Edit, LintFinding
-from kl_guard._lint._names import Constant, Names, Scope
+from kl_guard._lint._names import Constant, Names
+from kl_guard._lint._scopes import Scope
 from kl_guard._lint._spaces import Spaces, Visible
 from kl_guard._reduction import resolve_reduction
 

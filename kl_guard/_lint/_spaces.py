@@ -13,7 +13,8 @@ import ast
 import dataclasses
 
 from kl_guard._contract import Space
-from kl_guard._lint._names import Names, Scope
+from kl_guard._lint._names import Names
+from kl_guard._lint._scopes import Scope
 
 _F = "torch.nn.functional."
 _PROB_FUNCTIONS = frozenset({_F + "softmax", "torch.softmax", "torch.special.softmax"})
