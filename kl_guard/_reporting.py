@@ -5,14 +5,13 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import ParamSpec, TypeVar
 
 import torch
 
-from kl_guard import _compat
+from kl_guard import _locks
 from kl_guard._config import Config, Mode
 from kl_guard._exceptions import WARNING_CATEGORIES, KLGuardError, KLGuardWarning
 from kl_guard._findings import Finding
@@ -72,7 +71,7 @@ class Record:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _locks.Lock()
         self._items: dict[tuple[str, str], Finding] = {}
         #: Called after each finding is recorded (``_child`` writes its record then).
         self.on_add: Callable[[Finding], None] | None = None
@@ -97,10 +96,6 @@ class Record:
     def findings(self) -> list[Finding]:
         with self._lock:
             return list(self._items.values())
-
-    def after_fork(self) -> None:
-        """In a forked child: a new lock (one another thread held at the fork stays held)."""
-        self._lock = threading.Lock()
 
 
 def emit(
@@ -178,16 +173,8 @@ def _warn_at(finding: Finding, site: CallSite | None) -> None:
     )
 
 
-_failure_lock = threading.Lock()
+_failure_lock = _locks.Lock()
 _failure_said = False
-
-
-def _new_lock_after_fork() -> None:
-    global _failure_lock
-    _failure_lock = threading.Lock()
-
-
-_compat.after_fork(_new_lock_after_fork)
 
 
 def internal_error(exc: BaseException) -> None:

@@ -15,7 +15,7 @@ PACKAGE = pathlib.Path(__file__).parent.parent / "kl_guard"
 
 #: Earlier stages first; a module may import from any earlier stage, never a later one.
 STAGES: list[set[str]] = [
-    {"_codes", "_reduction", "_notebook", "_statistics", "_signature", "_compat"},
+    {"_codes", "_reduction", "_notebook", "_statistics", "_signature", "_compat", "_locks"},
     {"_findings"},
     {"_config", "_exceptions", "_suppression", "_summary"},
     {"_classify", "_messages", "_policy", "_sites", "_patch"},
