@@ -14,7 +14,7 @@ import torch
 from kl_guard import _locks
 from kl_guard._config import Config, Mode
 from kl_guard._exceptions import WARNING_CATEGORIES, KLGuardError, KLGuardWarning
-from kl_guard._findings import Finding
+from kl_guard._findings import Finding, tally
 from kl_guard._messages import Diagnosis
 from kl_guard._sites import CallSite
 from kl_guard._suppression import is_suppressed
@@ -82,16 +82,11 @@ class Record:
         A fresh finding counts once; adding an aggregated one (from another
         process's record) adds its whole count, so records merge.
         """
-        key = (finding.location, finding.code)
         with self._lock:
-            seen = self._items.get(key)
-            if seen is not None:
-                self._items[key] = dataclasses.replace(seen, count=seen.count + finding.count)
-            else:
-                self._items[key] = finding
+            first = tally(self._items, (finding.location, finding.code), finding)
         if self.on_add is not None:
             self.on_add(finding)
-        return seen is None
+        return first
 
     def findings(self) -> list[Finding]:
         with self._lock:
