@@ -8,12 +8,11 @@ hands them to ``_diagnosis``.
 from __future__ import annotations
 
 import dataclasses
-import threading
 from typing import NamedTuple
 
 import torch
 
-from kl_guard import _compat, _statistics
+from kl_guard import _compat, _locks, _statistics
 from kl_guard._diagnosis import argument_findings, tensor_findings, wants_more_dims
 from kl_guard._messages import Diagnosis
 from kl_guard._plan import ScreenPlan, screen_passes, screen_plan
@@ -41,15 +40,7 @@ class _Known(NamedTuple):
 _CALLS: dict[tuple[object, ...], Call] = {}
 _KNOWN: dict[Call, _Known] = {}
 _CALLS_LIMIT = 256
-_CALLS_LOCK = threading.Lock()
-
-
-def _new_lock_after_fork() -> None:
-    global _CALLS_LOCK
-    _CALLS_LOCK = threading.Lock()  # one another thread held at a fork stays held in the child
-
-
-_compat.after_fork(_new_lock_after_fork)
+_CALLS_LOCK = _locks.Lock()
 
 
 def _plan(call: Call) -> ScreenPlan | None:

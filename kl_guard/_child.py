@@ -35,7 +35,7 @@ from importlib.machinery import ModuleSpec
 from types import FrameType, ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from kl_guard import _processes
+from kl_guard import _locks, _processes
 from kl_guard._findings import Counts, Finding
 
 if TYPE_CHECKING:  # imported at start-up: torch only once the program imports it
@@ -89,7 +89,7 @@ class Part:
     def __init__(self, guard: Guard, folder: str) -> None:
         self.guard = guard
         self.folder = folder
-        self._writing = threading.Lock()  # one write at a time (threads, exit, SIGTERM)
+        self._writing = _locks.Lock()  # one write at a time (threads, exit, SIGTERM)
         self._start()
 
     def _start(self) -> None:
@@ -108,7 +108,6 @@ class Part:
 
         if self.lock is not None:
             os.close(self.lock)  # the parent's lock file: the child holds no lock on it
-        self._writing = threading.Lock()
         self._start()
         _deferred.forget()  # the parent's pending checks: the parent reports them
         findings, counts = _lifecycle.recorded(self.guard)
@@ -206,8 +205,7 @@ _HOOKED: list[bool] = []
 
 def _hook_process() -> None:
     """The process-wide hooks, set once (``os.register_at_fork`` has no undo)."""
-    if hasattr(os, "register_at_fork"):  # not on Windows, which does not fork
-        os.register_at_fork(after_in_child=_after_fork)
+    _locks.after_fork(_after_fork)  # after _locks' own hook (its import): the locks are free
     atexit.register(_finish)
     _HOOKED.append(True)
 

@@ -34,14 +34,6 @@ def _primary(name: str, available: bool) -> bool:
     return available
 
 
-# -- processes ----------------------------------------------------------------
-def after_fork(renew: Callable[[], None]) -> None:
-    """Call ``renew`` in each child forked from this process (nowhere on Windows, which
-    does not fork): a lock another thread held at the fork stays held in the child."""
-    if hasattr(os, "register_at_fork"):
-        os.register_at_fork(after_in_child=renew)
-
-
 # -- torch's version ----------------------------------------------------------
 #: The oldest torch kl_guard supports: the releases of the last two years (README).
 OLDEST_TORCH = (2, 6)

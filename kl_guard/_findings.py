@@ -1,10 +1,19 @@
-"""The public contract of kl_guard: the codes and the :class:`Finding` record."""
+"""The public contract of kl_guard: the codes, the :class:`Finding` record and the calls'
+:class:`Counts`, as plain data too, and findings merged.
+
+A finding leaves its process only as :func:`to_dict` makes it: in each
+process's record of a run, the runner's JSON report (a public format, see the
+README) and what a pytest-xdist worker sends its controller; it comes back
+through :func:`finding_from_dict`, and findings from many places become one per
+key by :func:`merged`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import types
-from collections.abc import Mapping
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from kl_guard import _codes
 
@@ -62,3 +71,44 @@ class Counts:
         return Counts(
             self.seen - other.seen, self.checked - other.checked, self.traced - other.traced
         )
+
+
+def to_dict(value: Finding | Counts) -> dict[str, Any]:
+    """``value``'s fields by name, in the order they are declared: JSON's plain data."""
+    return dataclasses.asdict(value)
+
+
+def finding_from_dict(fields: Mapping[str, Any]) -> Finding:
+    """The finding that :func:`to_dict` made. A field left out takes its default (a record
+    written before the field existed); an unknown one is a TypeError, as in the constructor."""
+    return Finding(**fields)
+
+
+def counts_from_dict(fields: Mapping[str, Any]) -> Counts:
+    """The counts that :func:`to_dict` made; a field left out or unknown as for a finding."""
+    return Counts(**fields)
+
+
+K = TypeVar("K", bound=Hashable)
+
+
+def tally(table: dict[K, Finding], key: K, finding: Finding) -> bool:
+    """Count ``finding`` into ``table`` at ``key``; True when it is the first there.
+
+    Counts, not copies: a later finding adds its whole count (one from another
+    process's record may hold many) to the first, whose text stays.
+    """
+    seen = table.get(key)
+    table[key] = (
+        finding if seen is None else dataclasses.replace(seen, count=seen.count + finding.count)
+    )
+    return seen is None
+
+
+def merged(findings: Iterable[Finding]) -> list[Finding]:
+    """One finding per (location, code, rank), with the counts added, in order of first
+    occurrence: the same misuse at the same line is one finding, per rank."""
+    table: dict[tuple[str, str, int | None], Finding] = {}
+    for finding in findings:
+        tally(table, (finding.location, finding.code, finding.rank), finding)
+    return list(table.values())

@@ -68,16 +68,6 @@ class _Layers:
 _LAYERS = _Layers()
 
 
-def _after_fork_in_child() -> None:
-    for layer in (_LAYERS.base, *_LAYERS.guards):
-        if layer is not None:
-            layer.record.after_fork()
-            layer.schedule.policy.after_fork()
-
-
-_compat.after_fork(_after_fork_in_child)
-
-
 def _schedule(config: Config) -> tuple[int | None, int, int]:
     return config.check_every, config.warmup, config.max_interval
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import threading
 import weakref
 from collections.abc import Callable
 from types import CodeType
 
+from kl_guard import _locks
 from kl_guard._config import Config
 
 
@@ -85,13 +85,9 @@ class ScheduleTable:
     __slots__ = ("_lock", "_sites", "_gone")
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _locks.Lock()
         self._sites: dict[tuple[int, int], SiteSchedule] = {}
         self._gone = (0, 0)  # (seen, checks) of the sites dropped or replaced
-
-    def after_fork(self) -> None:
-        """In a forked child: a new lock (one another thread held at the fork stays held)."""
-        self._lock = threading.Lock()
 
     def site(self, code: CodeType | None, lasti: int, config: Config) -> SiteSchedule:
         # id(), not the code object: hashing a code object hashes its constants

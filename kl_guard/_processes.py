@@ -22,7 +22,14 @@ import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from kl_guard._findings import Counts, Finding
+from kl_guard._findings import (
+    Counts,
+    Finding,
+    counts_from_dict,
+    finding_from_dict,
+    merged,
+    to_dict,
+)
 
 if sys.platform != "win32":
     import fcntl
@@ -88,8 +95,8 @@ def write(folder: str, process: Process) -> None:
         "pid": process.pid,
         "rank": process.rank,
         "argv": list(process.argv),
-        "calls": dataclasses.asdict(process.counts),
-        "findings": [dataclasses.asdict(f) for f in process.findings],
+        "calls": to_dict(process.counts),
+        "findings": [to_dict(f) for f in process.findings],
         "complete": process.complete,
     }
     fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{process.name}.", suffix=".tmp")
@@ -158,10 +165,10 @@ def _process(name: str, record: dict[str, Any]) -> Process:
         pid=record["pid"],
         rank=rank,
         argv=tuple(record["argv"]),
-        counts=Counts(**record["calls"]),
+        counts=counts_from_dict(record["calls"]),
         findings=tuple(
             dataclasses.replace(f, rank=rank if f.rank is None else f.rank)
-            for f in (Finding(**fields) for fields in record["findings"])
+            for f in map(finding_from_dict, record["findings"])
         ),
         complete=record.get("complete", True),
         name=name,
@@ -170,16 +177,5 @@ def _process(name: str, record: dict[str, Any]) -> Process:
 
 def combined(processes: Sequence[Process]) -> tuple[list[Finding], Counts]:
     """Every process's findings, one per (location, code, rank) with the counts added."""
-    merged: dict[tuple[str, str, int | None], Finding] = {}
-    total = Counts()
-    for process in processes:
-        total += process.counts
-        for finding in process.findings:
-            key = (finding.location, finding.code, finding.rank)
-            seen = merged.get(key)
-            merged[key] = (
-                finding
-                if seen is None
-                else dataclasses.replace(seen, count=seen.count + finding.count)
-            )
-    return list(merged.values()), total
+    total = sum((process.counts for process in processes), Counts())
+    return merged(f for process in processes for f in process.findings), total

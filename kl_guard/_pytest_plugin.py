@@ -24,11 +24,10 @@ import pytest
 
 import kl_guard
 from kl_guard._config import ENV_MODE, Mode, parse_mode
-from kl_guard._findings import Counts, Finding
+from kl_guard._findings import Counts, Finding, counts_from_dict, finding_from_dict, merged, to_dict
 
 if TYPE_CHECKING:
     from kl_guard import Guard
-    from kl_guard._reporting import Record
 
 _CHOICES = (Mode.OFF, Mode.WARN, Mode.RAISE)
 _INI = "kl_guard"
@@ -45,9 +44,9 @@ class _Session:
     # ``from torch.nn.functional import kl_div`` at import time binds the
     # wrapper; its record gathers the findings of every test for the summary.
     layer: Guard | None
-    # Findings sent back by pytest-xdist workers, merged per (location, code);
-    # None with the layer: workers of a session that is off send none.
-    workers: Record | None
+    # Findings sent back by pytest-xdist workers; None with the layer: workers
+    # of a session that is off send none.
+    workers: list[Finding] | None
     worker_counts: Counts = Counts()
 
 
@@ -85,16 +84,15 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def _begin(config: pytest.Config, option: str | None) -> None:
     mode, source = _resolve(config, option)
-    layer = workers = None
+    layer: Guard | None = None
+    workers: list[Finding] | None = None
     if mode is not Mode.OFF:
-        from kl_guard._reporting import Record
-
         layer = kl_guard.Guard(Mode.OFF)
         layer.start()
         # A cleanup, unlike pytest_unconfigure, also runs when the command
         # line fails to parse after this point.
         config.add_cleanup(layer.stop)
-        workers = Record()
+        workers = []
     config.stash[_SESSION] = _Session(mode, source, layer, workers)
 
 
@@ -178,8 +176,8 @@ def kl_guard_fixture(request: pytest.FixtureRequest) -> Iterator[Guard]:
 def pytest_sessionfinish(session: pytest.Session) -> None:
     config = session.config
     if hasattr(config, "workeroutput"):  # a pytest-xdist worker: hand findings to the controller
-        config.workeroutput[_WORKER_OUTPUT] = [dataclasses.asdict(f) for f in _findings(config)]
-        config.workeroutput[_WORKER_COUNTS] = dataclasses.asdict(_counts(config))
+        config.workeroutput[_WORKER_OUTPUT] = [to_dict(f) for f in _findings(config)]
+        config.workeroutput[_WORKER_COUNTS] = to_dict(_counts(config))
 
 
 @pytest.hookimpl(optionalhook=True)
@@ -189,9 +187,8 @@ def pytest_testnodedown(node: Any, error: object) -> None:
     session = node.config.stash[_SESSION]
     if session.workers is None:
         return
-    for fields in output.get(_WORKER_OUTPUT, ()):
-        session.workers.add(Finding(**fields))
-    session.worker_counts += Counts(**output.get(_WORKER_COUNTS, {}))
+    session.workers += map(finding_from_dict, output.get(_WORKER_OUTPUT, ()))
+    session.worker_counts += counts_from_dict(output.get(_WORKER_COUNTS, {}))
 
 
 def pytest_terminal_summary(
@@ -209,11 +206,12 @@ def pytest_terminal_summary(
 
 
 def _findings(config: pytest.Config) -> list[Finding]:
-    """This session's findings; under xdist the controller runs no test, its workers do."""
+    """This session's findings, one per (location, code, rank); under xdist the controller
+    runs no test, its workers do."""
     session = config.stash[_SESSION]
     if session.layer is None or session.workers is None:
         return []
-    return [*session.layer.findings, *session.workers.findings()]
+    return merged([*session.layer.findings, *session.workers])
 
 
 def _counts(config: pytest.Config) -> Counts:

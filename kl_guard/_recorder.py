@@ -13,23 +13,14 @@ compiled call itself. Nothing of dynamo's is imported until a program compiles.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
-from kl_guard import _arguments, _compat, _compiled, _patch, _percall, _reporting
+from kl_guard import _arguments, _compat, _compiled, _locks, _patch, _percall, _reporting
 
-_lock = threading.Lock()
-
-
-def _new_lock_after_fork() -> None:
-    global _lock
-    _lock = threading.Lock()
-
-
-_compat.after_fork(_new_lock_after_fork)
+_lock = _locks.Lock()
 _defined: list[bool] = []
 _prepared_for_dynamo: list[bool] = []
 _libraries: list[torch.library.Library] = []

@@ -5,17 +5,16 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
-import threading
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from typing import ParamSpec, TypeVar
 
 import torch
 
-from kl_guard import _compat
+from kl_guard import _locks
 from kl_guard._config import Config, Mode
 from kl_guard._exceptions import WARNING_CATEGORIES, KLGuardError, KLGuardWarning
-from kl_guard._findings import Finding
+from kl_guard._findings import Finding, tally
 from kl_guard._messages import Diagnosis
 from kl_guard._sites import CallSite
 from kl_guard._suppression import is_suppressed
@@ -72,7 +71,7 @@ class Record:
     """
 
     def __init__(self) -> None:
-        self._lock = threading.Lock()
+        self._lock = _locks.Lock()
         self._items: dict[tuple[str, str], Finding] = {}
         #: Called after each finding is recorded (``_child`` writes its record then).
         self.on_add: Callable[[Finding], None] | None = None
@@ -83,24 +82,15 @@ class Record:
         A fresh finding counts once; adding an aggregated one (from another
         process's record) adds its whole count, so records merge.
         """
-        key = (finding.location, finding.code)
         with self._lock:
-            seen = self._items.get(key)
-            if seen is not None:
-                self._items[key] = dataclasses.replace(seen, count=seen.count + finding.count)
-            else:
-                self._items[key] = finding
+            first = tally(self._items, (finding.location, finding.code), finding)
         if self.on_add is not None:
             self.on_add(finding)
-        return seen is None
+        return first
 
     def findings(self) -> list[Finding]:
         with self._lock:
             return list(self._items.values())
-
-    def after_fork(self) -> None:
-        """In a forked child: a new lock (one another thread held at the fork stays held)."""
-        self._lock = threading.Lock()
 
 
 def emit(
@@ -178,16 +168,8 @@ def _warn_at(finding: Finding, site: CallSite | None) -> None:
     )
 
 
-_failure_lock = threading.Lock()
+_failure_lock = _locks.Lock()
 _failure_said = False
-
-
-def _new_lock_after_fork() -> None:
-    global _failure_lock
-    _failure_lock = threading.Lock()
-
-
-_compat.after_fork(_new_lock_after_fork)
 
 
 def internal_error(exc: BaseException) -> None:

@@ -29,7 +29,7 @@ from typing import Any, TextIO
 
 from kl_guard import _processes
 from kl_guard._config import Mode, configure, default_config
-from kl_guard._findings import Counts, Finding
+from kl_guard._findings import Counts, Finding, to_dict
 from kl_guard._summary import headline, plural, summary_lines
 
 JSON_VERSION = 1
@@ -309,14 +309,14 @@ def _write_json(
     report = {
         "version": JSON_VERSION,
         "mode": mode.value,
-        "findings": [dataclasses.asdict(f) for f in found],
-        "calls": dataclasses.asdict(counts),
+        "findings": [to_dict(f) for f in found],
+        "calls": to_dict(counts),
         "processes": [
             {
                 "pid": p.pid,
                 "rank": p.rank,
                 "argv": list(p.argv),
-                "calls": dataclasses.asdict(p.counts),
+                "calls": to_dict(p.counts),
                 "findings": len(p.findings),
                 "complete": p.complete,
                 "running": p.running,

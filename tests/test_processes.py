@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from helpers import run_subprocess
-from kl_guard import _compat, _processes, _runner
+from kl_guard import _processes, _runner
 from kl_guard._findings import Counts, Finding
 
 
@@ -284,7 +284,7 @@ TERMINATED = """\
 import multiprocessing as mp, os, signal
 import torch
 import torch.nn.functional as F
-from kl_guard import _compat, _processes, _runner
+from kl_guard import _processes, _runner
 
 def work():
     s = torch.randn(8, 5)
@@ -554,8 +554,3 @@ def test_records_written_at_once_by_two_threads_stay_whole(tmp_path: Path) -> No
         thread.join()
     assert _processes.collect(str(tmp_path)) == [process]
     assert os.listdir(tmp_path) == ["1-a.json"]  # no temporary file left
-
-
-def test_without_fork_there_is_nothing_to_renew(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delattr(os, "register_at_fork")  # as on Windows
-    _compat.after_fork(lambda: None)
