@@ -19,7 +19,8 @@ class Code:
 
     ``cause`` and ``fix`` are the README table's short columns (Markdown);
     ``meaning`` is plain text, paragraphs split by blank lines. An
-    ``opt_in`` code is reported only where ``select`` names it.
+    ``opt_in`` code is reported only where ``select`` names it; a ``linted``
+    one is found by ``python -m kl_guard lint`` too, in the runtime's words.
     """
 
     code: str
@@ -30,6 +31,7 @@ class Code:
     wrong: str
     right: str
     opt_in: bool = False
+    linted: bool = False
 
     @property
     def heading(self) -> str:
@@ -84,6 +86,7 @@ ALL = (
             'kl = nn.KLDivLoss(reduction="batchmean")\n'
             "loss = kl(F.log_softmax(s, 1), F.softmax(t, 1))\n"
         ),
+        linted=True,
     ),
     Code(
         code="KLG002",
@@ -108,6 +111,7 @@ ALL = (
             '    F.log_softmax(s, 1), F.log_softmax(t, 1), reduction="batchmean", log_target=True\n'
             ")\n"
         ),
+        linted=True,
     ),
     Code(
         code="KLG003",
@@ -131,6 +135,7 @@ ALL = (
             "s, t = torch.randn(8, 5), torch.randn(8, 5)\n"
             'loss = F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")\n'
         ),
+        linted=True,
     ),
     Code(
         code="KLG004",
@@ -202,6 +207,7 @@ ALL = (
             "s, t = torch.randn(8, 5), torch.randn(8, 5)\n"
             'loss = F.kl_div(F.log_softmax(s, 1), F.softmax(t, 1), reduction="batchmean")\n'
         ),
+        linted=True,
     ),
     Code(
         code="KLG007",
@@ -286,6 +292,7 @@ ALL = (
             'kl = nn.KLDivLoss(reduction="batchmean")\n'
             "loss = kl(F.log_softmax(s, 1), F.softmax(t, 1))\n"
         ),
+        linted=True,
     ),
 )
 

@@ -22,19 +22,20 @@ from typing import Any
 import wrapt
 
 from kl_guard import _compat
-
-#: Each entry point: (module, attribute path, role). The "call" targets are
-#: checked; "built" records where each ``nn.KLDivLoss`` is constructed.
-TARGETS = (
-    ("torch.nn.functional", "kl_div", "call"),
-    ("torch", "kl_div", "call"),
-    ("torch.nn.modules.loss", "KLDivLoss.forward", "call"),
-    ("torch.nn.modules.loss", "KLDivLoss.__init__", "built"),
-)
+from kl_guard._contract import KL_DIV
 
 #: ``F.kl_div``, and the op it calls (``torch.kl_div``), by (module, attribute path).
-FUNCTIONAL = ("torch.nn.functional", "kl_div")
-OP = ("torch", "kl_div")
+FUNCTIONAL = ("torch.nn.functional", KL_DIV.name)
+OP = ("torch", KL_DIV.name)
+
+#: Each entry point of the contract: (module, attribute path, role). The "call"
+#: targets are checked; "built" sees each ``nn.KLDivLoss`` constructed.
+TARGETS = (
+    (*FUNCTIONAL, "call"),
+    (*OP, "call"),
+    ("torch.nn.modules.loss", f"{KL_DIV.module}.forward", "call"),
+    ("torch.nn.modules.loss", f"{KL_DIV.module}.__init__", "built"),
+)
 
 #: Packages whose module globals keep the original function: torch's own code
 #: calls it through the module attribute (or must not be checked), kl_guard's
