@@ -14,15 +14,20 @@ from collections.abc import Mapping
 from kl_guard import _words
 from kl_guard._classify import (
     Reading,
-    carried_dtype,
     expected_target,
-    norm_tolerance,
     normalized_elsewhere,
     read,
 )
 from kl_guard._contract import LOG_PROBS, PROBS, Space
+from kl_guard._elementwise import elementwise_findings, one_distribution
 from kl_guard._loss import loss_finding
-from kl_guard._messages import Diagnosis, dim_name, evidence_line, fmt, render_call
+from kl_guard._messages import (
+    Diagnosis,
+    dim_name,
+    evidence_line,
+    log_target_mismatch,
+    render_call,
+)
 from kl_guard._reduction import resolve_reduction
 from kl_guard._rows import DimStats
 from kl_guard._signature import Call, other_dims
@@ -207,8 +212,8 @@ def tensor_findings(
 
 def _space_findings(call: Call, stats: Mapping[int, DimStats], r: Reading) -> list[Diagnosis]:
     ndim = len(call.shape)
-    if ndim == 1 and not (r.input.normalized or r.target.normalized):
-        return _elementwise_findings(call, r)
+    if not one_distribution(call, r):
+        return elementwise_findings(call, r)
     d = dim_name(r.dim, ndim)
 
     # Evidence is formatted only for a finding: the correct call pays nothing.
@@ -252,7 +257,7 @@ def _space_findings(call: Call, stats: Mapping[int, DimStats], r: Reading) -> li
         elsewhere = normalized_elsewhere(call, stats, r.dim, "target")
         other_space = r.target in (PROBS if call.log_target else LOG_PROBS)
         if other_space or (r.target is Space.NONNEG and call.log_target):
-            out.append(_log_target_mismatch(call, r.target, ev_target()))
+            out.append(log_target_mismatch(call, r.target, ev_target()))
         elif elsewhere is not None:
             misplaced.append(("target", elsewhere))
         elif not r.target.partial:
@@ -307,78 +312,3 @@ def _input_not_log_probabilities(call: Call, space: Space, d: str, evidence: str
         (evidence, wants),
         render_call(call, _words.log_softmax_input(d), "target", log_target=call.log_target),
     )
-
-
-def _log_target_mismatch(call: Call, space: Space, evidence: str) -> Diagnosis:
-    return Diagnosis(
-        "KLG002",
-        _words.log_target_headline(call.log_target, space),
-        (evidence, _words.LOG_TARGET_MEANS),
-        render_call(call, "input", "target", log_target=not call.log_target),
-    )
-
-
-def _elementwise_findings(call: Call, r: Reading) -> list[Diagnosis]:
-    """A 1-D call that neither side says is one distribution: only what holds
-    element by element is judged.
-
-    kl_div is element-wise, so a 1-D vector may hold several distributions
-    (the valid entries of [B, T, V] log-probabilities selected by a mask),
-    whose sum and logsumexp say nothing. Still, a log-probability is never
-    above 0, and a probability never outside [0, 1].
-    """
-    out: list[Diagnosis] = []
-    where = "before the tensor is flattened or masked"
-    stats = r.stats
-    input_tol = norm_tolerance(carried_dtype(call.input.dtype, stats.input))
-    if r.input is not Space.UNKNOWN and stats.input.value.hi > input_tol:
-        out.append(
-            Diagnosis(
-                "KLG003",
-                _words.input_headline(r.input),
-                (
-                    evidence_line("input", call.input, stats, stats.input),
-                    f"a log-probability is never above 0; the input's largest value is "
-                    f"{fmt(stats.input.value.hi)}",
-                ),
-                f"{_words.log_softmax_input('<class dim>')} {where}",
-            )
-        )
-    target, tol = stats.target, norm_tolerance(carried_dtype(call.target.dtype, stats.target))
-    if r.target is Space.UNKNOWN:
-        return out
-    ev_target = evidence_line("target", call.target, stats, target)
-    if call.log_target and target.value.hi > tol:
-        if target.value.lo >= -tol:
-            out.append(_log_target_mismatch(call, r.target, ev_target))
-        else:
-            out.append(
-                Diagnosis(
-                    "KLG007",
-                    "target of kl_div (log_target=True) is not log-probabilities",
-                    (ev_target, "a log-probability is never above 0"),
-                    f"F.log_softmax(target_logits, dim=<class dim>) {where}",
-                )
-            )
-    elif not call.log_target and target.value.lo < -tol:
-        if target.value.hi <= tol:
-            out.append(_log_target_mismatch(call, r.target, ev_target))
-        else:
-            out.append(
-                Diagnosis(
-                    "KLG007",
-                    "target of kl_div has negative values: it is not probabilities",
-                    (ev_target, "a probability is never below 0"),
-                    f"F.softmax(target_logits, dim=<class dim>) {where}",
-                )
-            )
-    elif not call.log_target and target.value.hi > 1 + tol:
-        out.append(
-            Diagnosis(
-                "KLG007",
-                "target of kl_div has values above 1: it is not probabilities",
-                (ev_target, "a probability is never above 1"),
-                f"F.softmax(target_logits, dim=<class dim>) {where}",
-            )
-        )
-    return out

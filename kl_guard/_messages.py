@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
+from kl_guard import _words
+from kl_guard._contract import Space
 from kl_guard._rows import DimStats, SideStats
 from kl_guard._signature import Call, TensorInfo
 
@@ -71,3 +73,13 @@ def render_call(
     if call.api == "module":
         return f"nn.KLDivLoss({args})({input_expr}, {target_expr})"
     return f"F.kl_div({input_expr}, {target_expr}, {args})"
+
+
+def log_target_mismatch(call: Call, space: Space, evidence: str) -> Diagnosis:
+    """KLG002: the target looks like ``space``, the other space than ``log_target`` says."""
+    return Diagnosis(
+        "KLG002",
+        _words.log_target_headline(call.log_target, space),
+        (evidence, _words.LOG_TARGET_MEANS),
+        render_call(call, "input", "target", log_target=not call.log_target),
+    )
