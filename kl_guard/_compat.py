@@ -62,15 +62,8 @@ def require_supported_torch() -> None:
 getframe: Callable[[int], FrameType] = sys._getframe
 
 # -- torch's compiler state -------------------------------------------------
-is_dynamo_compiling: Callable[[], bool]
-if _primary("is_dynamo_compiling", hasattr(torch.compiler, "is_dynamo_compiling")):
-    is_dynamo_compiling = torch.compiler.is_dynamo_compiling
-else:
-    is_dynamo_compiling = torch._dynamo.is_compiling
-
-_is_compiling: Callable[[], bool] = (
-    getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling
-)
+#: ``torch.compiler.is_compiling`` (public), the fallback's read of the flag.
+_is_compiling: Callable[[], bool] = torch.compiler.is_compiling
 
 # torch.compile sets torch.compiler's flag while it traces from torch 2.13; before,
 # only torch.export does, and a call in a later pass of torch.compile (dynamo's run

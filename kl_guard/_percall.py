@@ -109,7 +109,7 @@ _THREAD = _Thread()
 
 _getframe = _compat.getframe
 _compiler = _compat.compiler
-_is_dynamo_compiling = _compat.is_dynamo_compiling
+_is_dynamo_compiling = torch.compiler.is_dynamo_compiling
 
 
 def wrapper(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs) -> Any:

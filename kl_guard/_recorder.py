@@ -28,10 +28,10 @@ _libraries: list[torch.library.Library] = []
 
 def register() -> None:
     """Have torch.compile trace :func:`traced` for ``F.kl_div``, once. Where the
-    operator cannot be defined (no ``torch.library.register_fake`` before torch
-    2.4), the wrapper stays one opaque call in the graph, diagnosed from its arguments."""
+    operator cannot be defined (an internal error, logged), the wrapper stays one
+    opaque call in the graph, diagnosed from its arguments."""
     with _lock:
-        if not _defined and hasattr(torch.library, "register_fake") and _reporting.safely(_define):
+        if not _defined and _reporting.safely(_define):
             _defined.append(True)
             _compat.trace_instead(_patch.FunctionalWrapper, _prepared)
 

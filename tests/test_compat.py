@@ -36,7 +36,6 @@ def test_every_primary_path_is_in_use() -> None:
     )
     assert {name for name, used in _compat.PRIMARY.items() if not used} == expected
     assert set(_compat.PRIMARY) == {
-        "is_dynamo_compiling",
         "compiling_flag",
         "fake_mode",
         "compile_context",
