@@ -1,19 +1,21 @@
 """Compatibility: every private torch, CPython and wrapt detail kl_guard uses, with its fallback.
 
-Nothing else in kl_guard touches a private name or torch's version. Each
-detail has a primary path (fast, or the only exact one) and a fallback that
-is correct but slower or coarser; :data:`PRIMARY` records which one is in
-use, and the test suite asserts that on the pinned torch every primary path
-is, so an upstream change fails a test instead of quietly slowing kl_guard
-down or blinding it. Where supported torch versions behave differently, the
+Nothing else in kl_guard touches a private name or torch's version; the
+compiler's details (dynamo, FX, inductor, export) are in ``_compat_compile``,
+which records its own here. Each detail has a primary path (fast, or the
+only exact one) and a fallback that is correct but slower or coarser, never
+blind without saying so; :data:`PRIMARY` records which one is in use, and
+the test suite asserts that on the pinned torch every primary path is, so an
+upstream change fails a test instead of quietly slowing kl_guard down or
+blinding it. Where supported torch versions behave differently, the
 behaviour is recorded in a constant (``TORCH_WARNS_WITH_STACKLEVEL``,
-``COMPILE_SETS_COMPILING_FLAG``) that the tests compare with what torch does.
+``_compat_compile.COMPILE_SETS_COMPILING_FLAG``) that the tests compare with
+what torch does.
 """
 
 from __future__ import annotations
 
 import functools
-import os
 import re
 import sys
 import types
@@ -29,7 +31,8 @@ import wrapt
 PRIMARY: dict[str, bool] = {}
 
 
-def _primary(name: str, available: bool) -> bool:
+def primary(name: str, available: bool) -> bool:
+    """Record whether detail ``name``'s primary path is ``available``; return that."""
     PRIMARY[name] = available
     return available
 
@@ -42,7 +45,7 @@ OLDEST_TORCH = (2, 6)
 TORCH_VERSION: str = str(torch.__version__)
 
 
-def _release(version: str) -> tuple[int, int]:
+def release(version: str) -> tuple[int, int]:
     """``(major, minor)`` of a version string such as ``2.6.0+cu124``."""
     found = re.match(r"(\d+)\.(\d+)", version)
     return (int(found[1]), int(found[2])) if found else (0, 0)
@@ -50,7 +53,7 @@ def _release(version: str) -> tuple[int, int]:
 
 def require_supported_torch() -> None:
     """Refuse, in one line, to patch a torch older than :data:`OLDEST_TORCH`."""
-    if _release(TORCH_VERSION) < OLDEST_TORCH:
+    if release(TORCH_VERSION) < OLDEST_TORCH:
         major, minor = OLDEST_TORCH
         raise RuntimeError(
             f"kl_guard supports torch {major}.{minor} and newer; this is torch {TORCH_VERSION}."
@@ -61,61 +64,11 @@ def require_supported_torch() -> None:
 #: ``sys._getframe(depth)``: the call site without building a traceback.
 getframe: Callable[[int], FrameType] = sys._getframe
 
-# -- torch's compiler state -------------------------------------------------
-#: ``torch.compiler.is_compiling`` (public), the fallback's read of the flag.
-_is_compiling: Callable[[], bool] = torch.compiler.is_compiling
-
-# torch.compile sets torch.compiler's flag while it traces from torch 2.13; before,
-# only torch.export does, and a call in a later pass of torch.compile (dynamo's run
-# on fake tensors, AOTAutograd's) looks like an eager one. Telling this by behaviour
-# takes a compilation (a second or more at import), so it is decided by version,
-# here only; tests/test_compat.py checks the version against what torch does.
-_has_flag = _primary("compiling_flag", hasattr(torch.compiler, "_is_compiling_flag"))
-#: Whether torch.compile sets ``torch.compiler._is_compiling_flag`` while it traces.
-COMPILE_SETS_COMPILING_FLAG = _has_flag and _release(TORCH_VERSION) >= (2, 13)
-
-# Every tracing pass of torch.compile and torch.export on the supported torch
-# versions runs under a FakeTensorMode (torch 2.6's export runs one pass with
-# neither the flag nor a TracingContext set); an eager call never does, unless
-# the user runs it on fake tensors, which kl_guard cannot read either.
-_fake_mode_key = getattr(getattr(torch._C, "_TorchDispatchModeKey", None), "FAKE", None)
-_fake_mode: Callable[[], object] = (
-    functools.partial(torch._C._get_dispatch_mode, _fake_mode_key)
-    if _primary("fake_mode", _fake_mode_key is not None)
-    else lambda: None  # only the flag tells: before 2.13, compile's passes look eager
-)
-
-
-class _CompilingFlag:
-    """``_is_compiling_flag`` for a torch whose torch.compile does not set the flag
-    (or has none): the flag (else ``is_compiling()``) or a fake-tensor pass under way."""
-
-    @property
-    def _is_compiling_flag(self) -> bool:
-        flag = torch.compiler._is_compiling_flag if _has_flag else _is_compiling()
-        return flag or _fake_mode() is not None
-
-
-#: An object whose ``_is_compiling_flag`` is True while torch.compile or
-#: torch.export traces. The hot path reads the attribute: the public
-#: ``is_compiling()`` costs two Python calls (``torch.jit.is_scripting()``
-#: first), more than the rest of a not-checked call's tests together.
-compiler: Any = torch.compiler if COMPILE_SETS_COMPILING_FLAG else _CompilingFlag()
-
-_compile_context_class = getattr(torch._guards, "CompileContext", None)
-_try_get = getattr(_compile_context_class, "try_get", None)
-_primary("compile_context", _try_get is not None)
-
-
-def compile_context() -> object:
-    """The compilation being traced, or None outside one (or where torch cannot say)."""
-    return _try_get() if _try_get is not None else None
-
-
+# -- functorch's wrapped tensors ----------------------------------------------
 _functorch_wrapped: Callable[[torch.Tensor], bool] | None = getattr(
     torch._C._functorch, "is_functorch_wrapped_tensor", None
 )
-_primary("functorch_wrapped", _functorch_wrapped is not None)
+primary("functorch_wrapped", _functorch_wrapped is not None)
 
 
 def is_functorch_wrapped(x: torch.Tensor) -> bool:
@@ -127,7 +80,7 @@ def is_functorch_wrapped(x: torch.Tensor) -> bool:
 
 # -- warnings ---------------------------------------------------------------
 _filters_mutated: Callable[[], None] | None = getattr(warnings, "_filters_mutated", None)
-_primary("filters_mutated", _filters_mutated is not None)
+primary("filters_mutated", _filters_mutated is not None)
 _NEVER = "\x00kl_guard: a filter that matches no message"
 
 
@@ -185,7 +138,7 @@ def calling_op(function: Callable[..., Any], op: Callable[..., Any]) -> Callable
         and function.__closure__ is None
         and "torch" in function.__code__.co_names
     )
-    if not _primary("functional_calls_op_copy", plain):
+    if not primary("functional_calls_op_copy", plain):
         return None
     assert isinstance(function, types.FunctionType)
     stand_in = types.ModuleType(torch.__name__, torch.__doc__)
@@ -215,7 +168,7 @@ def script_as_op(wrapper: object, op: object) -> bool:
     find = getattr(builtins, "_find_builtin", None)
     register = getattr(builtins, "_register_builtin", None)
     name = find(op) if find is not None else None
-    if not _primary("script_builtin", register is not None and name is not None):
+    if not primary("script_builtin", register is not None and name is not None):
         return False
     assert register is not None
     register(wrapper, name)
@@ -232,7 +185,7 @@ def unscript(wrapper: object) -> None:
 
 # -- wrapt --------------------------------------------------------------------
 _wrapper_base: Any = wrapt.FunctionWrapper.__mro__[1]  # wrapt's _FunctionWrapperBase
-_primary("wrapt_builtin_binding", _wrapper_base.__name__ == "_FunctionWrapperBase")
+primary("wrapt_builtin_binding", _wrapper_base.__name__ == "_FunctionWrapperBase")
 
 
 def function_wrapper(
@@ -260,90 +213,3 @@ def bound_owner(bound: Any) -> Any:
     """What a wrapt bound wrapper is bound to: the instance, else the class."""
     instance = getattr(bound, "_self_instance", None)
     return instance if instance is not None else bound._self_owner
-
-
-# -- torch.compile: a check inside the compiled graph -------------------------
-#: dynamo traces the function an object names in this attribute (as it does
-#: for ``torch.jit.script``'s) in place of calling the object as one opaque
-#: function. Where dynamo stops honouring it, the wrapper is an opaque call
-#: in the graph again, diagnosed by its arguments while torch traces.
-_DYNAMO_INLINE = "_torchdynamo_inline"
-
-
-def trace_instead(cls: type[Any], traced: Callable[[], Callable[..., Any]]) -> None:
-    """Have dynamo trace ``traced()`` where a program calls an instance of ``cls``.
-
-    ``traced`` is called when dynamo first meets such a call, not before:
-    nothing of dynamo's is imported until a program compiles.
-    """
-
-    def inline(self: Any) -> Callable[..., Any]:
-        PRIMARY["dynamo_inline"] = True  # dynamo asked: the hook is honoured
-        return traced()
-
-    setattr(cls, _DYNAMO_INLINE, property(inline))
-
-
-def forget_dynamo_rules() -> None:
-    """Have dynamo read its table of torch functions afresh, once the patch is off.
-
-    dynamo builds the table once, from the functions' names: built while the
-    patch was on, it holds our wrappers, and torch's own ``F.kl_div`` would be
-    traced into after ``uninstall()`` (and fail on its ``warnings.warn`` under
-    ``fullgraph``). Without the primary path a compile after ``uninstall()``
-    may trace into ``F.kl_div``.
-    """
-    rules = sys.modules.get("torch._dynamo.trace_rules")
-    if rules is None:  # dynamo has built nothing yet
-        return
-    clear: Callable[[], None] | None = getattr(rules, "clear_lru_cache", None)
-    if _primary("dynamo_rules_cache", clear is not None) and clear is not None:
-        clear()
-
-
-def traced_stack() -> list[tuple[str, int, str]]:
-    """The user's stack where dynamo traces now, outermost first: (file, line, function).
-
-    dynamo keeps it for each node it records. The fallback, an empty stack,
-    leaves the compiled function's caller as the call site.
-    """
-    tracing_context = getattr(torch._guards, "TracingContext", None)
-    extract = getattr(tracing_context, "extract_stack", None)
-    if not _primary("traced_stack", extract is not None):
-        return []
-    assert extract is not None
-    return [(f.filename, f.lineno or 0, f.name) for f in extract()]
-
-
-_EXPORT_DIR = os.sep + os.path.join("torch", "export") + os.sep
-
-
-def is_exporting() -> bool:
-    """Whether torch.export traces now. The fallback (torch 2.6 has no
-    ``torch.compiler.is_exporting``) looks for torch.export's frames on the stack."""
-    exporting = getattr(torch.compiler, "is_exporting", None)
-    if _primary("is_exporting", exporting is not None):
-        return bool(exporting())  # type: ignore[misc]
-    frame: FrameType | None = sys._getframe(1)
-    while frame is not None:
-        if _EXPORT_DIR in frame.f_code.co_filename:
-            return True
-        frame = frame.f_back
-    return False
-
-
-def mark_side_effect(op: Any) -> None:
-    """Keep ``op``, which returns nothing, in every graph: no pass may drop it as dead code.
-
-    torch.fx's mark, which inductor honours where it asks
-    ``torch._library.utils.is_impure``; before that, inductor kept only ops
-    with an effect token (the fallback), threaded through training graphs.
-    """
-    import torch._library.utils
-    import torch.fx.node
-
-    torch.fx.node.has_side_effect(op)
-    if not _primary("side_effect_op", hasattr(torch._library.utils, "is_impure")):
-        from torch._higher_order_ops import effects
-
-        effects._register_effectful_op(op, effects._EffectType.ORDERED)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import torch
 
-from kl_guard import _check, _compat, _reporting, _sites
+from kl_guard import _check, _compat_compile, _reporting, _sites
 from kl_guard._config import Config, Mode
 from kl_guard._diagnosis import argument_findings
 from kl_guard._findings import Finding
@@ -45,7 +45,7 @@ class _TraceReports:
         self.seen: set[tuple[str, str, int]] = set()
 
     def first(self, diagnoses: list[Diagnosis], site: CallSite | None) -> list[Diagnosis]:
-        context = _compat.compile_context()
+        context = _compat_compile.compile_context()
         if context is None or site is None:
             return diagnoses
         with self.lock:
@@ -127,7 +127,7 @@ def site_token(
     the token is a constant of the graph. Not under torch.export, whose graph
     is a program of its own: there the call is diagnosed by its arguments.
     """
-    if _compat.is_exporting():
+    if _compat_compile.is_exporting():
         return -1
     located = _reporting.safely(_located)
     if located is None:
@@ -144,7 +144,7 @@ def site_token(
 def _located() -> tuple[_sites.CallSite | None, Api]:
     """The user's line that calls kl_div where dynamo traces, and whether it
     calls it through nn.KLDivLoss; else the compiled function's caller."""
-    stack = _compat.traced_stack()
+    stack = _compat_compile.traced_stack()
     for i in range(len(stack) - 1, -1, -1):
         filename, lineno, _ = stack[i]
         if _sites.file_kind(filename) in (_sites.USER, _sites.SYNTHETIC):

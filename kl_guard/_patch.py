@@ -21,7 +21,7 @@ from typing import Any
 
 import wrapt
 
-from kl_guard import _compat
+from kl_guard import _compat, _compat_compile
 from kl_guard._contract import KL_DIV
 
 #: ``F.kl_div``, and the op it calls (``torch.kl_div``), by (module, attribute path).
@@ -201,7 +201,7 @@ class Patch:
         self._applied.clear()
         self.op = None
         _unfilter_mean_warning(self._mean_warning)
-        _compat.forget_dynamo_rules()
+        _compat_compile.forget_dynamo_rules()
 
     def filter_mean_warning(self) -> None:
         """Keep the filter of torch's 'mean' warning first while the patch is on.

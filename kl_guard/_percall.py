@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import torch
 
 from kl_guard import _arguments, _check, _compat, _compiled, _deferred, _patch, _reporting, _sites
+from kl_guard._compat_compile import compiler as _compiler
 from kl_guard._config import Config
 from kl_guard._diagnosis import construction_findings
 from kl_guard._findings import Counts, Finding
@@ -108,7 +109,6 @@ class _Thread(threading.local):
 _THREAD = _Thread()
 
 _getframe = _compat.getframe
-_compiler = _compat.compiler
 _is_dynamo_compiling = torch.compiler.is_dynamo_compiling
 
 

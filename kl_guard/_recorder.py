@@ -1,7 +1,7 @@
 """The recorder: a kl_div call in a compiled graph, checked after the graph computes its loss.
 
 dynamo traces :func:`traced` in place of the patched ``F.kl_div``
-(``_compat.trace_instead``): torch's kl_div as one node, then the operator
+(``_compat_compile.trace_instead``): torch's kl_div as one node, then the operator
 ``kl_guard::record``, which no pass removes, reorders before the loss or fuses.
 It takes a constant token naming the kl_div line (``_compiled.site_token``,
 while dynamo traces) and the call's tensors, which the graph has computed
@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from kl_guard import _arguments, _compat, _compiled, _locks, _patch, _percall, _reporting
+from kl_guard import _arguments, _compat_compile, _compiled, _locks, _patch, _percall, _reporting
 
 _lock = _locks.Lock()
 _defined: list[bool] = []
@@ -33,7 +33,7 @@ def register() -> None:
     with _lock:
         if not _defined and _reporting.safely(_define):
             _defined.append(True)
-            _compat.trace_instead(_patch.FunctionalWrapper, _prepared)
+            _compat_compile.trace_instead(_patch.FunctionalWrapper, _prepared)
 
 
 def _define() -> bool:
@@ -43,7 +43,7 @@ def _define() -> bool:
     library.define("record(int token, Tensor input, Tensor target, Tensor loss) -> ()")  # type: ignore[no-untyped-call]
     library.impl("record", _record, "CompositeExplicitAutograd")  # type: ignore[no-untyped-call]
     torch.library.register_fake("kl_guard::record", _no_record, lib=library)
-    _compat.mark_side_effect(torch.ops.kl_guard.record.default)
+    _compat_compile.mark_side_effect(torch.ops.kl_guard.record.default)
     _libraries.append(library)  # the operator lives as long as its library object
     return True
 

@@ -1,4 +1,4 @@
-"""The compatibility module: every primary path is the one in use, and each
+"""The compatibility modules: every primary path is the one in use, and each
 behaviour that differs across supported torch versions is detected as torch
 shows it.
 
@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 import kl_guard
-from kl_guard import _compat, _patch
+from kl_guard import _compat, _compat_compile, _patch
 
 
 def test_every_primary_path_is_in_use() -> None:
@@ -118,12 +118,12 @@ def test_the_filters_fallback_drops_warning_caches(monkeypatch: pytest.MonkeyPat
 
 def test_torch_warns_for_mean_with_a_stacklevel_from_2_10() -> None:
     """torch 2.6 to 2.9 warn without ``stacklevel``, naming torch.nn.functional."""
-    expected = _compat._release(_compat.TORCH_VERSION) >= (2, 10)
+    expected = _compat.release(_compat.TORCH_VERSION) >= (2, 10)
     assert _compat.TORCH_WARNS_WITH_STACKLEVEL is expected
 
 
 def test_torch_compile_sets_the_compiling_flag_from_2_13() -> None:
-    """Decided by version in ``_compat`` (a compilation at import would cost
+    """Decided by version in ``_compat_compile`` (a compilation at import would cost
     seconds); here torch shows whether its flag is set while it compiles."""
     seen: list[bool] = []
 
@@ -134,11 +134,12 @@ def test_torch_compile_sets_the_compiling_flag_from_2_13() -> None:
     torch._dynamo.reset()
     torch.compile(torch.sin, backend=backend)(torch.ones(2))
     torch._dynamo.reset()
-    assert seen == [_compat.COMPILE_SETS_COMPILING_FLAG]
-    assert _compat.COMPILE_SETS_COMPILING_FLAG is (
-        _compat._release(_compat.TORCH_VERSION) >= (2, 13)
+    assert seen == [_compat_compile.COMPILE_SETS_COMPILING_FLAG]
+    assert _compat_compile.COMPILE_SETS_COMPILING_FLAG is (
+        _compat.release(_compat.TORCH_VERSION) >= (2, 13)
     )
-    assert (_compat.compiler is torch.compiler) is _compat.COMPILE_SETS_COMPILING_FLAG
+    flag_is_torchs = _compat_compile.compiler is torch.compiler
+    assert flag_is_torchs is _compat_compile.COMPILE_SETS_COMPILING_FLAG
 
 
 @pytest.mark.parametrize(
@@ -146,7 +147,7 @@ def test_torch_compile_sets_the_compiling_flag_from_2_13() -> None:
     [("2.6.0+cu124", (2, 6)), ("2.15.0", (2, 15)), ("2.13.0a0+git", (2, 13)), ("unknown", (0, 0))],
 )
 def test_release_reads_major_and_minor(version: str, release: tuple[int, int]) -> None:
-    assert _compat._release(version) == release
+    assert _compat.release(version) == release
 
 
 FIRST_COMPILE_WHILE_INSTALLED = """\

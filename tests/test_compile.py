@@ -12,7 +12,7 @@ from torch import nn
 
 import kl_guard
 from helpers import latest_site, logits, marked_line
-from kl_guard import _compat, _deferred, _percall
+from kl_guard import _compat, _compat_compile, _deferred, _percall
 
 LOSS = nn.KLDivLoss(reduction="batchmean")
 BACKENDS = ["eager", "aot_eager", pytest.param("inductor", marks=pytest.mark.slow)]
@@ -210,10 +210,10 @@ def use_compiling_flag(flag: str, monkeypatch: pytest.MonkeyPatch) -> None:
     (before 2.13), and only the fake-tensor mode of a tracing pass tells."""
     if flag == "torch's":
         return
-    monkeypatch.setattr(_compat, "_has_flag", False)
+    monkeypatch.setattr(_compat_compile, "_has_flag", False)
     if flag == "unset":
-        monkeypatch.setattr(_compat, "_is_compiling", lambda: False)
-    monkeypatch.setattr(_percall, "_compiler", _compat._CompilingFlag())
+        monkeypatch.setattr(_compat_compile, "_is_compiling", lambda: False)
+    monkeypatch.setattr(_percall, "_compiler", _compat_compile._CompilingFlag())
 
 
 @pytest.mark.parametrize("flag", FLAGS)

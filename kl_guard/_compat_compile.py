@@ -1,0 +1,159 @@
+"""Compatibility, compiler side: dynamo, FX, inductor and export internals, each with its fallback.
+
+As in ``_compat``, whose :data:`~kl_guard._compat.PRIMARY` records these
+too, each detail has a primary path and a fallback that checks less
+precisely, never less and never silently: tests/test_compat.py fails on the
+pinned torch when a primary path is not in use. Nothing of dynamo's is
+imported here: a program that never compiles pays for none of it.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from collections.abc import Callable
+from types import FrameType
+from typing import Any
+
+import torch
+
+from kl_guard._compat import PRIMARY, TORCH_VERSION, getframe, primary, release
+
+# -- is torch tracing now? ------------------------------------------------------
+#: ``torch.compiler.is_compiling`` (public), the fallback's read of the flag.
+_is_compiling: Callable[[], bool] = torch.compiler.is_compiling
+
+# torch.compile sets torch.compiler's flag while it traces from torch 2.13; before,
+# only torch.export does, and a call in a later pass of torch.compile (dynamo's run
+# on fake tensors, AOTAutograd's) looks like an eager one. Telling this by behaviour
+# takes a compilation (a second or more at import), so it is decided by version,
+# here only; tests/test_compat.py checks the version against what torch does.
+_has_flag = primary("compiling_flag", hasattr(torch.compiler, "_is_compiling_flag"))
+#: Whether torch.compile sets ``torch.compiler._is_compiling_flag`` while it traces.
+COMPILE_SETS_COMPILING_FLAG = _has_flag and release(TORCH_VERSION) >= (2, 13)
+
+# Every tracing pass of torch.compile and torch.export on the supported torch
+# versions runs under a FakeTensorMode (torch 2.6's export runs one pass with
+# neither the flag nor a TracingContext set); an eager call never does, unless
+# the user runs it on fake tensors, which kl_guard cannot read either.
+_fake_mode_key = getattr(getattr(torch._C, "_TorchDispatchModeKey", None), "FAKE", None)
+_fake_mode: Callable[[], object] = (
+    functools.partial(torch._C._get_dispatch_mode, _fake_mode_key)
+    if primary("fake_mode", _fake_mode_key is not None)
+    else lambda: None  # only the flag tells: before 2.13, compile's passes look eager
+)
+
+
+class _CompilingFlag:
+    """``_is_compiling_flag`` for a torch whose torch.compile does not set the flag
+    (or has none): the flag (else ``is_compiling()``) or a fake-tensor pass under way."""
+
+    @property
+    def _is_compiling_flag(self) -> bool:
+        flag = torch.compiler._is_compiling_flag if _has_flag else _is_compiling()
+        return flag or _fake_mode() is not None
+
+
+#: An object whose ``_is_compiling_flag`` is True while torch.compile or
+#: torch.export traces. The hot path reads the attribute: the public
+#: ``is_compiling()`` costs two Python calls (``torch.jit.is_scripting()``
+#: first), more than the rest of a not-checked call's tests together.
+compiler: Any = torch.compiler if COMPILE_SETS_COMPILING_FLAG else _CompilingFlag()
+
+_compile_context_class = getattr(torch._guards, "CompileContext", None)
+_try_get = getattr(_compile_context_class, "try_get", None)
+primary("compile_context", _try_get is not None)
+
+
+def compile_context() -> object:
+    """The compilation being traced, or None outside one (or where torch cannot say)."""
+    return _try_get() if _try_get is not None else None
+
+
+_EXPORT_DIR = os.sep + os.path.join("torch", "export") + os.sep
+
+
+def is_exporting() -> bool:
+    """Whether torch.export traces now. The fallback (torch 2.6 has no
+    ``torch.compiler.is_exporting``) looks for torch.export's frames on the stack."""
+    exporting = getattr(torch.compiler, "is_exporting", None)
+    if primary("is_exporting", exporting is not None):
+        return bool(exporting())  # type: ignore[misc]
+    frame: FrameType | None = getframe(1)
+    while frame is not None:
+        if _EXPORT_DIR in frame.f_code.co_filename:
+            return True
+        frame = frame.f_back
+    return False
+
+
+# -- torch.compile: a check inside the compiled graph -------------------------
+#: dynamo traces the function an object names in this attribute (as it does
+#: for ``torch.jit.script``'s) in place of calling the object as one opaque
+#: function. Where dynamo stops honouring it, the wrapper is an opaque call
+#: in the graph again, diagnosed by its arguments while torch traces.
+_DYNAMO_INLINE = "_torchdynamo_inline"
+
+
+def trace_instead(cls: type[Any], traced: Callable[[], Callable[..., Any]]) -> None:
+    """Have dynamo trace ``traced()`` where a program calls an instance of ``cls``.
+
+    ``traced`` is called when dynamo first meets such a call, not before:
+    nothing of dynamo's is imported until a program compiles.
+    """
+
+    def inline(self: Any) -> Callable[..., Any]:
+        PRIMARY["dynamo_inline"] = True  # dynamo asked: the hook is honoured
+        return traced()
+
+    setattr(cls, _DYNAMO_INLINE, property(inline))
+
+
+def forget_dynamo_rules() -> None:
+    """Have dynamo read its table of torch functions afresh, once the patch is off.
+
+    dynamo builds the table once, from the functions' names: built while the
+    patch was on, it holds our wrappers, and torch's own ``F.kl_div`` would be
+    traced into after ``uninstall()`` (and fail on its ``warnings.warn`` under
+    ``fullgraph``). Without the primary path a compile after ``uninstall()``
+    may trace into ``F.kl_div``.
+    """
+    rules = sys.modules.get("torch._dynamo.trace_rules")
+    if rules is None:  # dynamo has built nothing yet
+        return
+    clear: Callable[[], None] | None = getattr(rules, "clear_lru_cache", None)
+    if primary("dynamo_rules_cache", clear is not None) and clear is not None:
+        clear()
+
+
+def traced_stack() -> list[tuple[str, int, str]]:
+    """The user's stack where dynamo traces now, outermost first: (file, line, function).
+
+    dynamo keeps it for each node it records, with the frames of the torch
+    functions it inlined (``nn.KLDivLoss.forward``'s). The fallback, an empty
+    stack, leaves the compiled function's caller as the call site.
+    """
+    tracing_context = getattr(torch._guards, "TracingContext", None)
+    extract = getattr(tracing_context, "extract_stack", None)
+    if not primary("traced_stack", extract is not None):
+        return []
+    assert extract is not None
+    return [(f.filename, f.lineno or 0, f.name) for f in extract()]
+
+
+def mark_side_effect(op: Any) -> None:
+    """Keep ``op``, which returns nothing, in every graph: no pass may drop it as dead code.
+
+    torch.fx's mark, which inductor honours where it asks
+    ``torch._library.utils.is_impure``; before that, inductor kept only ops
+    with an effect token (the fallback), threaded through training graphs.
+    """
+    import torch._library.utils
+    import torch.fx.node
+
+    torch.fx.node.has_side_effect(op)
+    if not primary("side_effect_op", hasattr(torch._library.utils, "is_impure")):
+        from torch._higher_order_ops import effects
+
+        effects._register_effectful_op(op, effects._EffectType.ORDERED)
