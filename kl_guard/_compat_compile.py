@@ -13,7 +13,7 @@ import functools
 import os
 import sys
 from collections.abc import Callable
-from types import FrameType
+from types import CodeType, FrameType
 from typing import Any
 
 import torch
@@ -85,6 +85,57 @@ def is_exporting() -> bool:
         if _EXPORT_DIR in frame.f_code.co_filename:
             return True
         frame = frame.f_back
+    return False
+
+
+# -- whose code a frame runs ------------------------------------------------------
+_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
+_COMPILER_PACKAGES = ("_dynamo", "_functorch", "_inductor", "_higher_order_ops", "_export", "fx")
+_compiler_paths = [os.path.join(_TORCH_DIR, package) for package in _COMPILER_PACKAGES]
+
+#: The folders of torch's compiler stack, which builds code from strings and
+#: calls it (AOTAutograd's wrappers): a ``<string>`` frame it calls is torch's.
+#: A package torch renames or drops is left out: its frames are still torch's
+#: (skipped), but code it builds and calls reads as the user's, so a call site
+#: may be that code's line rather than the user's.
+COMPILER_DIRS = tuple(path + os.sep for path in _compiler_paths if os.path.isdir(path))
+primary("compiler_packages", len(COMPILER_DIRS) == len(_COMPILER_PACKAGES))
+
+#: The file name FX gives the code of a graph (``<eval_with_key>.N``), which
+#: torch.compile's eager backend runs between the compiled function and a call
+#: in its graph. Where FX names it otherwise, graph code reads as other code
+#: torch builds (still skipped), and a call site in compiled code may be a line
+#: of the compiled function rather than the line that called it.
+FX_GRAPH_FILE = "<eval_with_key>"
+
+
+def _fx_names_graph_code() -> bool:
+    """Whether FX still names a graph's code so: one empty graph, half a millisecond."""
+    try:
+        forward: Any = torch.fx.GraphModule(torch.nn.Module(), torch.fx.Graph()).forward
+        return str(forward.__code__.co_filename).startswith(FX_GRAPH_FILE)
+    except Exception:  # an FX that cannot build it: say so, never break the import
+        return False
+
+
+primary("fx_graph_file", _fx_names_graph_code())
+
+#: dynamo's name for a compiled graph in the bytecode it rewrites a function into.
+_COMPILED_FN = "__compiled_fn"
+
+
+def rewritten_by_dynamo(code: CodeType) -> bool:
+    """Whether ``code`` is a function's bytecode as dynamo rewrote it, which calls
+    its graph (:data:`FX_GRAPH_FILE`) and no longer maps to the loss's line.
+
+    Recorded in ``PRIMARY`` once seen (a compilation shows it, not an import).
+    Where dynamo names its graphs otherwise, such a frame reads as the user's,
+    and a call site in compiled code is a line of the compiled function rather
+    than the line that called it.
+    """
+    if any(name.startswith(_COMPILED_FN) for name in code.co_names):
+        PRIMARY["dynamo_compiled_fn"] = True
+        return True
     return False
 
 

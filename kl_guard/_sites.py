@@ -7,16 +7,15 @@ import functools
 import os
 import sys
 import weakref
-from types import CodeType, FrameType
+from types import FrameType
 from typing import Any
 
 import torch
 import wrapt
 
-from kl_guard import _compat
+from kl_guard import _compat, _compat_compile
 from kl_guard._notebook import cell_label
 
-_TORCH_DIR = os.path.dirname(os.path.abspath(torch.__file__))
 _INTERNAL_PREFIXES = tuple(
     os.path.dirname(os.path.abspath(path)) + os.sep
     for path in (torch.__file__, wrapt.__file__, __file__)
@@ -25,10 +24,7 @@ _INTERNAL_PREFIXES = tuple(
 # torch's compiler stack, which builds code from strings and calls it. Not
 # torch.nn: a module's forward written in "<string>" (a REPL, exec, doctest)
 # is called by Module.__call__ and is the user's.
-_COMPILER_PREFIXES = tuple(
-    os.path.join(_TORCH_DIR, package) + os.sep
-    for package in ("_dynamo", "_functorch", "_inductor", "_higher_order_ops", "_export", "fx")
-)
+_COMPILER_PREFIXES = _compat_compile.COMPILER_DIRS
 
 # What a code object's file says of whose code it is.
 USER = 0  # a file of the user's (first: falsy, the one test of the common call)
@@ -49,7 +45,7 @@ def file_kind(filename: str) -> int:
     if kind is not None:
         return kind
     if filename.startswith("<"):
-        return FX_GRAPH if filename.startswith("<eval_with_key>") else SYNTHETIC
+        return FX_GRAPH if filename.startswith(_compat_compile.FX_GRAPH_FILE) else SYNTHETIC
     path = os.path.abspath(filename)
     if path.startswith(_COMPILER_PREFIXES):
         kind = COMPILER
@@ -91,7 +87,7 @@ def user_frame_from(frame: FrameType | None) -> FrameType | None:
         if kind is None:
             kind = file_kind(code.co_filename)
         if not kind:
-            if not (generated and _rewritten_by_dynamo(code)):
+            if not (generated and _compat_compile.rewritten_by_dynamo(code)):
                 return frame
         elif kind == FX_GRAPH:
             generated = True
@@ -104,10 +100,6 @@ def user_frame_from(frame: FrameType | None) -> FrameType | None:
 def _called_by_torch(frame: FrameType) -> bool:
     caller = frame.f_back
     return caller is not None and file_kind(caller.f_code.co_filename) in (COMPILER, FX_GRAPH)
-
-
-def _rewritten_by_dynamo(code: CodeType) -> bool:
-    return any(name.startswith("__compiled_fn") for name in code.co_names)
 
 
 @dataclasses.dataclass(frozen=True)

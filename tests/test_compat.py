@@ -18,16 +18,27 @@ import torch
 import torch.nn.functional as F
 
 import kl_guard
+from helpers import good, marked_line
 from kl_guard import _compat, _compat_compile, _patch
+
+HERE = "tests/test_compat.py"
+
+
+def mean_direct(log_p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    return torch.kl_div(log_p, q)  # 'mean': a finding at every check
 
 
 def test_every_primary_path_is_in_use() -> None:
-    kl_guard.install()  # some are decided when the patch is made, some when torch compiles
+    # some are decided when the patch is made, some when torch compiles or runs a graph
+    kl_guard.install(mode="log")
     log_p, q = F.log_softmax(torch.zeros(2, 3), 1), F.softmax(torch.zeros(2, 3), 1)
 
     def loss(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        return F.kl_div(a, b, reduction="sum")
+        # F.kl_div is traced into the recorder; the op is called by the graph at run
+        # time, whose frames (FX's code, the function dynamo rewrote) _sites skips
+        return F.kl_div(a, b, reduction="sum") + mean_direct(a, b)
 
+    torch._dynamo.reset()
     torch.compile(loss, backend="eager", fullgraph=True)(log_p, q)
     kl_guard.uninstall()  # dynamo's table of torch functions is read afresh
     # torch 2.6 has neither torch.compiler.is_exporting nor torch._library.utils.is_impure
@@ -49,7 +60,23 @@ def test_every_primary_path_is_in_use() -> None:
         "functional_calls_op_copy",
         "script_builtin",
         "dynamo_rules_cache",
+        "compiler_packages",
+        "fx_graph_file",
+        "dynamo_compiled_fn",
     }
+
+
+def test_a_call_an_eager_graph_makes_is_at_the_line_that_calls_the_compiled_function() -> None:
+    """At run time the graph calls the patched op from FX's code, inside the
+    function dynamo rewrote; both are told by their names and skipped, so the
+    run-time check reports where the trace-time one did. Were either name gone,
+    it would report a line of the compiled function."""
+    torch._dynamo.reset()
+    kl_guard.install(mode="log", check_every=1)
+    torch.compile(mean_direct, backend="eager", fullgraph=True)(*good())  # the compiled call
+    line = marked_line(__file__, "the compiled call")
+    assert kl_guard.counts().checked == 1  # run by the graph, not only traced
+    assert [(f.code, f.location) for f in kl_guard.findings()] == [("KLG001", f"{HERE}:{line}")]
 
 
 def test_the_patch_uses_wrapts_builtin_binding() -> None:
