@@ -16,6 +16,7 @@ what torch does.
 from __future__ import annotations
 
 import functools
+import inspect
 import re
 import sys
 import types
@@ -61,8 +62,24 @@ def require_supported_torch() -> None:
 
 
 # -- CPython frames ---------------------------------------------------------
-#: ``sys._getframe(depth)``: the call site without building a traceback.
-getframe: Callable[[int], FrameType] = sys._getframe
+def _walk_up(depth: int = 0) -> FrameType:
+    """``sys._getframe``'s fallback: the public ``inspect.currentframe()``, walked up."""
+    frame = inspect.currentframe()
+    for _ in range(depth + 1):  # depth 0 is the caller's frame, as for sys._getframe
+        frame = frame.f_back if frame is not None else None
+    if frame is None:  # too shallow (sys._getframe's error), or an interpreter without frames
+        raise ValueError("call stack is not deep enough")
+    return frame
+
+
+#: ``sys._getframe(depth)``: the call site without building a traceback. Its
+#: frames are read by their documented attributes; a site is keyed by
+#: ``f_lasti``, which tells two calls on one line apart and is the same at
+#: every run of one call (tests/test_compat.py checks both). The per-call
+#: path reads it directly: a call through here would cost more than its test.
+getframe: Callable[[int], FrameType] = (
+    sys._getframe if primary("getframe", hasattr(sys, "_getframe")) else _walk_up
+)
 
 # -- functorch's wrapped tensors ----------------------------------------------
 _functorch_wrapped: Callable[[torch.Tensor], bool] | None = getattr(

@@ -47,6 +47,7 @@ def test_every_primary_path_is_in_use() -> None:
     )
     assert {name for name, used in _compat.PRIMARY.items() if not used} == expected
     assert set(_compat.PRIMARY) == {
+        "getframe",
         "compiling_flag",
         "fake_mode",
         "compile_context",
@@ -77,6 +78,26 @@ def test_a_call_an_eager_graph_makes_is_at_the_line_that_calls_the_compiled_func
     line = marked_line(__file__, "the compiled call")
     assert kl_guard.counts().checked == 1  # run by the graph, not only traced
     assert [(f.code, f.location) for f in kl_guard.findings()] == [("KLG001", f"{HERE}:{line}")]
+
+
+def where_called() -> int:
+    """The instruction offset of the line that called this function."""
+    return _compat.getframe(1).f_lasti
+
+
+def test_f_lasti_tells_two_calls_on_a_line_apart_and_repeats_for_one() -> None:
+    """Sites are keyed by (code, f_lasti), read directly on the per-call path."""
+    runs = [(where_called(), where_called()) for _ in range(2)]
+    assert runs[0] == runs[1]
+    assert runs[0][0] != runs[0][1]
+
+
+def test_the_getframe_fallback_walks_to_the_same_frames() -> None:
+    assert _compat.getframe is sys._getframe
+    assert _compat._walk_up(0) is sys._getframe(0)
+    assert _compat._walk_up(1) is sys._getframe(1)
+    with pytest.raises(ValueError, match="call stack is not deep enough"):
+        _compat._walk_up(10_000)
 
 
 def test_the_patch_uses_wrapts_builtin_binding() -> None:
