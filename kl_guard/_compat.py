@@ -226,7 +226,23 @@ def function_wrapper(
     return cls(original, wrapper, enabled=enabled)
 
 
+_has_owner = primary("wrapt_bound_owner", hasattr(_wrapper_base, "_self_owner"))
+
+
 def bound_owner(bound: Any) -> Any:
-    """What a wrapt bound wrapper is bound to: the instance, else the class."""
+    """What a wrapt bound wrapper is bound to: the instance, else the class.
+
+    The fallback, for a wrapt that keeps no owner (1.14), is the class that
+    the wrapped function's qualified name says: the same ``forward`` for a
+    subclass that does not override it.
+    """
     instance = getattr(bound, "_self_instance", None)
-    return instance if instance is not None else bound._self_owner
+    if instance is not None:
+        return instance
+    if _has_owner:
+        return bound._self_owner
+    function = bound.__wrapped__
+    owner: Any = sys.modules[function.__module__]
+    for name in function.__qualname__.split(".")[:-1]:
+        owner = getattr(owner, name)
+    return owner

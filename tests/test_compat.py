@@ -8,6 +8,7 @@ fall back to a slower or coarser path; these tests make that loud.
 
 from __future__ import annotations
 
+import copy
 import subprocess
 import sys
 import warnings
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 import kl_guard
 from helpers import good, marked_line
@@ -54,6 +56,7 @@ def test_every_primary_path_is_in_use() -> None:
         "functorch_wrapped",
         "filters_mutated",
         "wrapt_builtin_binding",
+        "wrapt_bound_owner",
         "dynamo_inline",
         "traced_stack",
         "is_exporting",
@@ -104,6 +107,19 @@ def test_the_patch_uses_wrapts_builtin_binding() -> None:
     kl_guard.install()
     # the "builtin" binding: wrapt does not look up __self__ on every call
     assert F.kl_div._self_binding == "builtin"  # type: ignore[attr-defined]
+
+
+def test_the_bound_owner_fallback_finds_the_class_by_its_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """For a wrapt that keeps no owner, KLDivLoss.forward taken from the class
+    still copies (and pickles) as the class's function."""
+    monkeypatch.setattr(_compat, "_has_owner", False)
+    kl_guard.install()
+    module = nn.KLDivLoss(reduction="batchmean")
+    assert _compat.bound_owner(module.forward) is module
+    assert _compat.bound_owner(nn.KLDivLoss.forward) is nn.KLDivLoss
+    assert copy.copy(nn.KLDivLoss.forward) == nn.KLDivLoss.forward
 
 
 def test_f_kl_div_calls_a_copy_whose_torch_kl_div_is_the_op() -> None:
