@@ -3,14 +3,14 @@
 Nothing else in kl_guard touches a private name or torch's version; the
 compiler's details (dynamo, FX, inductor, export) are in ``_compat_compile``,
 which records its own here. Each detail has a primary path (fast, or the
-only exact one) and a fallback that is correct but slower or coarser, never
-blind without saying so; :data:`PRIMARY` records which one is in use, and
-the test suite asserts that on the pinned torch every primary path is, so an
-upstream change fails a test instead of quietly slowing kl_guard down or
-blinding it. Where supported torch versions behave differently, the
-behaviour is recorded in a constant (``TORCH_WARNS_WITH_STACKLEVEL``,
-``_compat_compile.COMPILE_SETS_COMPILING_FLAG``) that the tests compare with
-what torch does.
+only exact one) and a fallback that is correct but slower or coarser (its
+comment says what kl_guard does without the detail); :data:`PRIMARY` records
+which one is in use, and the test suite asserts that on the pinned torch
+every primary path is, so an upstream change fails a test instead of quietly
+slowing kl_guard down or blinding it. Where supported torch versions behave
+differently, the behaviour is recorded in a constant
+(``TORCH_WARNS_WITH_STACKLEVEL``, ``_compat_compile.COMPILE_SETS_COMPILING_FLAG``)
+that the tests compare with what torch does.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """Compatibility, compiler side: dynamo, FX, inductor and export internals, each with its fallback.
 
 As in ``_compat``, whose :data:`~kl_guard._compat.PRIMARY` records these
-too, each detail has a primary path and a fallback that checks less
-precisely, never less and never silently: tests/test_compat.py fails on the
-pinned torch when a primary path is not in use. Nothing of dynamo's is
-imported here: a program that never compiles pays for none of it.
+too, each detail has a primary path and a fallback (its comment says what
+kl_guard does without the detail): tests/test_compat.py fails on the pinned
+torch when a primary path is not in use. Nothing of dynamo's is imported
+here: a program that never compiles pays for none of it.
 """
 
 from __future__ import annotations

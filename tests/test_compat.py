@@ -1,6 +1,6 @@
-"""The compatibility modules: every primary path is the one in use, and each
+"""The compatibility modules: every primary path is the one in use, each
 behaviour that differs across supported torch versions is detected as torch
-shows it.
+shows it, and no other module names a private detail.
 
 A private torch, CPython or wrapt detail that changes upstream makes kl_guard
 fall back to a slower or coarser path; these tests make that loud.
@@ -8,7 +8,10 @@ fall back to a slower or coarser path; these tests make that loud.
 
 from __future__ import annotations
 
+import ast
 import copy
+import pathlib
+import re
 import subprocess
 import sys
 import warnings
@@ -23,6 +26,7 @@ import kl_guard
 from helpers import good, marked_line
 from kl_guard import _compat, _compat_compile, _patch
 
+PACKAGE = pathlib.Path(kl_guard.__file__).parent
 HERE = "tests/test_compat.py"
 
 
@@ -103,12 +107,6 @@ def test_the_getframe_fallback_walks_to_the_same_frames() -> None:
         _compat._walk_up(10_000)
 
 
-def test_the_patch_uses_wrapts_builtin_binding() -> None:
-    kl_guard.install()
-    # the "builtin" binding: wrapt does not look up __self__ on every call
-    assert F.kl_div._self_binding == "builtin"  # type: ignore[attr-defined]
-
-
 def test_the_bound_owner_fallback_finds_the_class_by_its_name(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -120,6 +118,12 @@ def test_the_bound_owner_fallback_finds_the_class_by_its_name(
     assert _compat.bound_owner(module.forward) is module
     assert _compat.bound_owner(nn.KLDivLoss.forward) is nn.KLDivLoss
     assert copy.copy(nn.KLDivLoss.forward) == nn.KLDivLoss.forward
+
+
+def test_the_patch_uses_wrapts_builtin_binding() -> None:
+    kl_guard.install()
+    # the "builtin" binding: wrapt does not look up __self__ on every call
+    assert F.kl_div._self_binding == "builtin"  # type: ignore[attr-defined]
 
 
 def test_f_kl_div_calls_a_copy_whose_torch_kl_div_is_the_op() -> None:
@@ -247,3 +251,87 @@ def test_compiling_after_uninstall_is_as_if_kl_guard_never_ran(tmp_path: Any) ->
     )
     assert done.returncode == 0, done.stderr
     assert int(done.stdout) >= 1  # torch's own warning, from the graph's F.kl_div
+
+
+#: Only these modules name a private torch, CPython or wrapt detail.
+COMPAT_MODULES = {"_compat", "_compat_compile"}
+#: ``sys._xoptions`` (the runner passes ``-X`` options on): documented in ``sys``; the
+#: runner imports no torch, so it cannot read it through a compatibility module.
+DOCUMENTED = {("_runner", "sys._xoptions")}
+ROOTS = {"torch", "sys", "wrapt"}
+
+
+def _private_prefix(name: str) -> str | None:
+    """``torch._C`` of ``torch._C._functorch.f``: up to the first private part, if any."""
+    parts = name.split(".")
+    for i, part in enumerate(parts):
+        if part.startswith("_") and not part.endswith("__"):
+            return ".".join(parts[: i + 1])
+    return None
+
+
+def _dotted(node: ast.expr) -> str | None:
+    """``a.b.c`` of an attribute chain on a name; None for any other expression."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        base = _dotted(node.value)
+        return None if base is None else f"{base}.{node.attr}"
+    return None
+
+
+def private_details(path: pathlib.Path) -> set[str]:
+    """The private torch, sys and wrapt names ``path`` imports, reads or spells
+    out in a string (a module's name); docstrings may explain them."""
+    tree = ast.parse(path.read_text())
+    docstrings = {id(n.value) for n in ast.walk(tree) if isinstance(n, ast.Expr)}
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in docstrings:
+            continue
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Attribute):
+            names = [_dotted(node) or ""]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names = re.findall(r"\b(?:torch|wrapt)(?:\.\w+)+", node.value)
+        prefixes = {_private_prefix(n) for n in names if n.partition(".")[0] in ROOTS}
+        found |= {prefix for prefix in prefixes if prefix is not None}
+    return found
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted(p for p in PACKAGE.rglob("*.py") if p.stem not in COMPAT_MODULES),
+    ids=lambda p: str(p.relative_to(PACKAGE)),
+)
+def test_no_other_module_names_a_private_detail(path: pathlib.Path) -> None:
+    found = {name for name in private_details(path) if (path.stem, name) not in DOCUMENTED}
+    assert found == set(), f"{path.name} names {sorted(found)}: move them into a compat module"
+
+
+def test_the_private_name_finder_sees_each_form(tmp_path: pathlib.Path) -> None:
+    """The check above would pass on a module it cannot read: it must see every form."""
+    source = (
+        "import torch._library.utils\n"
+        "from torch._higher_order_ops import effects\n"
+        "from torch import _dynamo\n"
+        "mode = torch._C._get_dispatch_mode\n"
+        "rules = sys.modules.get('torch._inductor.config')\n"
+        "frame = sys._getframe(1)\n"
+        "binding = wrapt.FunctionWrapper.__mro__[1]\n"  # a dunder is no private name
+        '"""torch._guards, in a docstring: explained, not used."""\n'
+    )
+    path = tmp_path / "module.py"
+    path.write_text(source)
+    assert private_details(path) == {
+        "torch._library",
+        "torch._higher_order_ops",
+        "torch._dynamo",
+        "torch._C",
+        "torch._inductor",
+        "sys._getframe",
+    }
