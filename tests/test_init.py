@@ -37,8 +37,23 @@ def test_a_name_that_needs_torch_is_imported_on_first_use() -> None:
     )
 
 
-def test_every_public_name_is_listed_by_dir() -> None:
-    assert set(kl_guard.__all__) <= set(dir(kl_guard))
+def test_dir_lists_every_public_name_before_it_is_imported() -> None:
+    """The names that need torch are listed (tab completion) before first use,
+    and listing them imports nothing."""
+    run_python(
+        "import sys, kl_guard\n"
+        "missing = set(kl_guard.__all__) - set(dir(kl_guard))\n"
+        "assert not missing, missing\n"
+        "assert 'install' not in vars(kl_guard), 'install was imported'\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+
+
+def test_public_names_claim_the_package() -> None:
+    for name in kl_guard.__all__:
+        obj = getattr(kl_guard, name)
+        if hasattr(obj, "__module__") and not isinstance(obj, dict):
+            assert obj.__module__ == "kl_guard", name
 
 
 def test_an_unknown_name_is_an_attribute_error() -> None:
