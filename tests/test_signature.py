@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from kl_guard._rows import Range, SideStats
 from kl_guard._signature import broadcast_shape, candidate_dims
 
 
@@ -27,9 +26,3 @@ def test_broadcast_shape() -> None:
 )
 def test_candidate_dims(shape: tuple[int, ...], dims: tuple[int, ...]) -> None:
     assert candidate_dims(shape) == dims
-
-
-def side(
-    values: tuple[float, float], sums: tuple[float, float], lse: tuple[float, float]
-) -> SideStats:
-    return SideStats(Range(*sums), Range(*lse), Range(*values))
