@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import os
 import sys
+import warnings
 from collections.abc import Callable
 from types import CodeType, FrameType
 from typing import Any
@@ -112,7 +113,11 @@ FX_GRAPH_FILE = "<eval_with_key>"
 def _fx_names_graph_code() -> bool:
     """Whether FX still names a graph's code so: one empty graph, half a millisecond."""
     try:
-        forward: Any = torch.fx.GraphModule(torch.nn.Module(), torch.fx.Graph()).forward
+        with warnings.catch_warnings():  # whatever FX says of it is not the user's
+            warnings.simplefilter("ignore")
+            graph = torch.fx.Graph()
+            graph.output(None)
+            forward: Any = torch.fx.GraphModule(torch.nn.Module(), graph).forward
         return str(forward.__code__.co_filename).startswith(FX_GRAPH_FILE)
     except Exception:  # an FX that cannot build it: say so, never break the import
         return False
