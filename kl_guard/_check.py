@@ -16,7 +16,7 @@ from kl_guard import _compat, _locks, _statistics
 from kl_guard._diagnosis import argument_findings, tensor_findings, wants_more_dims
 from kl_guard._messages import Diagnosis
 from kl_guard._plan import ScreenPlan, screen_passes, screen_plan
-from kl_guard._reduction import resolve_reduction
+from kl_guard._reduction import kl_div_reduction
 from kl_guard._rows import DimStats
 from kl_guard._signature import Api, Call, TensorInfo, candidate_dims, other_dims
 
@@ -148,9 +148,9 @@ def _new_call(
     return Call(
         input=input_info,
         target=target_info,
-        reduction=resolve_reduction(
+        reduction=kl_div_reduction(
             size_average, reduce, "mean" if reduction is None else reduction
-        ),
+        )[0],
         log_target=bool(log_target),
         api=api,
         reduction_arg=reduction,

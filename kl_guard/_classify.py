@@ -130,6 +130,17 @@ def read(call: Call, stats: Mapping[int, DimStats]) -> Reading | None:
     return Reading(dim, stats[dim], *spaces[dim])
 
 
+def one_distribution(call: Call, r: Reading) -> bool:
+    """Whether each row along the reading's dim is one distribution: always past
+    1-D. A 1-D vector may hold several (a mask's selection of [B, T, K]
+    log-probabilities), and a selection of parts of distributions may sum to 1
+    by chance on one side: it is read as one only where both sides are
+    normalized, or where the input is probabilities, which is a misuse either way."""
+    if len(call.shape) != 1:
+        return True
+    return (r.input.normalized and r.target.normalized) or r.input is Space.PROB
+
+
 def normalized_elsewhere(
     call: Call, stats: Mapping[int, DimStats], dim: int, which: Literal["input", "target"]
 ) -> DimStats | None:

@@ -276,7 +276,9 @@ ALL = (
             "decides the reduction as written (KLG001 reports it where it means 'mean'); "
             "next to reduction it overrides what reduction says.\n\n"
             "kl_guard reports an nn.KLDivLoss where it is built, and an F.kl_div call where "
-            "it is made."
+            "it is made. F.kl_div divides by the batch size after them where "
+            "reduction='batchmean' is written: size_average=False with 'batchmean' is "
+            "'batchmean' as written there, reduce=True with it 'mean' divided once more."
         ),
         cause="`nn.KLDivLoss(size_average=False, reduction='mean')`, which sums",
         fix="drop `size_average` and `reduce`",

@@ -16,10 +16,11 @@ from kl_guard._classify import (
     Reading,
     expected_target,
     normalized_elsewhere,
+    one_distribution,
     read,
 )
 from kl_guard._contract import LOG_PROBS, PROBS, Space
-from kl_guard._elementwise import elementwise_findings, one_distribution
+from kl_guard._elementwise import elementwise_findings
 from kl_guard._loss import loss_finding
 from kl_guard._messages import (
     Diagnosis,
@@ -28,7 +29,7 @@ from kl_guard._messages import (
     log_target_mismatch,
     render_call,
 )
-from kl_guard._reduction import resolve_reduction
+from kl_guard._reduction import kl_div_reduction, resolve_reduction
 from kl_guard._rows import DimStats
 from kl_guard._signature import Call, other_dims
 
@@ -45,6 +46,7 @@ def argument_findings(call: Call) -> list[Diagnosis]:
         call.size_average,
         call.reduce,
         call.reduction_arg,
+        functional=call.api == "function",
         fix=render_call(
             call, "input", "target", log_target=call.log_target, reduction=_written(call)
         ),
@@ -65,20 +67,25 @@ def _written(call: Call) -> str:
 
 
 def legacy_override(
-    size_average: object, reduce: object, reduction: object, *, fix: str
+    size_average: object, reduce: object, reduction: object, *, fix: str, functional: bool
 ) -> Diagnosis | None:
     """KLG009: ``size_average``/``reduce`` next to a written ``reduction`` that
     they contradict (torch lets them win); None where they agree or either
-    side is not written. ``reduction`` is None when it was not written."""
+    side is not written. ``reduction`` is None when it was not written;
+    ``functional``: F.kl_div's call, which divides by the batch size after
+    them where 'batchmean' is written, where nn.KLDivLoss's constructor does not."""
     if reduction is None or (size_average is None and reduce is None):
         return None
-    resolved = resolve_reduction(size_average, reduce, reduction)
-    if resolved == reduction:
+    if functional:
+        resolved, divided = kl_div_reduction(size_average, reduce, reduction)
+    else:
+        resolved, divided = resolve_reduction(size_average, reduce, reduction), False
+    if resolved == reduction and not divided:
         return None
     return Diagnosis(
         "KLG009",
-        _words.override_headline(reduction, resolved),
-        _words.override_evidence(size_average, reduce, reduction, resolved),
+        _words.override_headline(reduction, resolved, divided),
+        _words.override_evidence(size_average, reduce, reduction, resolved, divided),
         f"{fix} ({_words.OVERRIDE_FIX})",
     )
 
@@ -88,7 +95,11 @@ def construction_findings(written: Mapping[str, object]) -> list[Diagnosis]:
     reduction = written.get("reduction")
     args = f'reduction="{reduction}"' + (", log_target=True" if written.get("log_target") else "")
     override = legacy_override(
-        written.get("size_average"), written.get("reduce"), reduction, fix=f"nn.KLDivLoss({args})"
+        written.get("size_average"),
+        written.get("reduce"),
+        reduction,
+        fix=f"nn.KLDivLoss({args})",
+        functional=False,
     )
     return [] if override is None else [override]
 
@@ -204,6 +215,10 @@ def tensor_findings(
     out: list[Diagnosis] = []
     if reading is not None:
         out += _space_findings(call, stats, reading)
+        # zero rows of probabilities passed with log_target=True are padding: KLG002 says it
+        flag = any(d.code == "KLG002" for d in out)
+        if call.log_target and reading.stats.zero_target_rows and not flag:
+            out.append(_zero_log_rows(call, reading))
     finding = loss_finding(call, loss, reading, out)
     if finding is not None:
         out.append(finding)
@@ -300,6 +315,25 @@ def _space_findings(call: Call, stats: Mapping[int, DimStats], r: Reading) -> li
             )
         )
     return out
+
+
+def _zero_log_rows(call: Call, r: Reading) -> Diagnosis:
+    """KLG007: rows of a log target zeroed as if masked: log(1) on every class."""
+    d = dim_name(r.dim, len(call.shape))
+    per_row = render_call(call, "input", "target", log_target=True, reduction="none")
+    return Diagnosis(
+        "KLG007",
+        "target of kl_div (log_target=True) has rows of zeros: log(1), probability 1 "
+        "on every class, not masked padding",
+        (
+            f"{r.stats.zero_target_rows} of the {r.stats.rows} target rows read along dim {d} "
+            "are all 0 where the input's are not",
+            "torch adds exp(0) * (0 - input) = -input for each of their elements; "
+            "in log space nothing masks a row (-inf gives NaN)",
+        ),
+        f"leave the rows out of the loss, with a mask of the real rows: "
+        f"({per_row}.sum({d}) * mask).sum() / mask.sum()",
+    )
 
 
 def _input_not_log_probabilities(call: Call, space: Space, d: str, evidence: str) -> Diagnosis:

@@ -18,12 +18,6 @@ from kl_guard._signature import Call
 _WHERE = "before the tensor is flattened or masked"
 
 
-def one_distribution(call: Call, r: Reading) -> bool:
-    """Whether a call's distributions lie along one dimension each row of which
-    is one: always past 1-D; a 1-D call only where one side is normalized."""
-    return len(call.shape) != 1 or r.input.normalized or r.target.normalized
-
-
 def elementwise_findings(call: Call, r: Reading) -> list[Diagnosis]:
     """The findings of a 1-D call that neither side says is one distribution."""
     out: list[Diagnosis] = []

@@ -5,12 +5,25 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from kl_guard._classify import EPS, MAX, Reading, carried_dtype, loss_tolerance
+from kl_guard._classify import (
+    EPS,
+    MAX,
+    Reading,
+    carried_dtype,
+    loss_tolerance,
+    one_distribution,
+)
 from kl_guard._contract import LOG_PROBS, PROBS
 from kl_guard._findings import CODES
 from kl_guard._messages import Diagnosis, fmt, render_call
 from kl_guard._rows import DimStats
 from kl_guard._signature import Call
+
+_PARTS_FIX = (
+    "renormalize each part (F.log_softmax over its classes) if a distribution over "
+    "them was meant; for a deliberate approximation (top-k without renormalizing), "
+    "the comment '# kl_guard: ignore[KLG004]' on the kl_div line silences this"
+)
 
 
 def _normalization_slack(call: Call, r: Reading) -> float:
@@ -62,11 +75,15 @@ def loss_finding(
 ) -> Diagnosis | None:
     classes = reading.stats.size if reading else (call.shape[-1] if call.shape else 1)
     tol = loss_tolerance(call, classes, _loss_dtype(call, reading))
+    # a 1-D vector of several distributions, perhaps parts of them (_elementwise)
+    several = reading is not None and not one_distribution(call, reading)
     if call.reduction == "none":
         value = reading.stats.loss_row_min if reading else None
         label = "the lowest per-row sum of the unreduced loss"
         if reading is not None:
             tol += _normalization_slack(call, reading)
+        if several:  # its one "row" is no distribution: as a row of parts, only NaN and inf
+            tol = math.inf
     else:
         value = loss
         label = f"the loss ({call.reduction})"
@@ -109,11 +126,13 @@ def loss_finding(
             "cause: input and target are parts of distributions (rows that sum to less than 1, "
             "never renormalized): the KL of a part can be negative"
         )
-        fix = (
-            "renormalize each part (F.log_softmax over its classes) if a distribution over "
-            "them was meant; for a deliberate approximation (top-k without renormalizing), "
-            "the comment '# kl_guard: ignore[KLG004]' on the kl_div line silences this"
+        fix = _PARTS_FIX
+    elif several and value < 0:
+        cause = (
+            "cause: the 1-D input and target hold several distributions, or parts of them "
+            "(a top-k selection never renormalized): the KL of a part can be negative"
         )
+        fix = _PARTS_FIX
     elif reading is not None and reading.stats.rows < reading.stats.total_rows:
         cause = (
             f"cause: not found in the {reading.stats.rows} of {reading.stats.total_rows} rows "

@@ -18,6 +18,23 @@ def resolve_reduction(size_average: object, reduce: object, reduction: object) -
     return "sum" if reducing else "none"
 
 
+def kl_div_reduction(size_average: object, reduce: object, reduction: object) -> tuple[str, bool]:
+    """What ``F.kl_div`` applies: the op's reduction, and whether it then divides
+    the result by the batch size.
+
+    'batchmean' is F.kl_div's own: it asks the op for 'sum' and divides by
+    ``input.size(0)``. Next to a legacy argument the op's reduction is the
+    legacy one and the division still follows: ``size_average=False`` with
+    'batchmean' is 'batchmean' as written, ``reduce=True`` with it is 'mean'
+    divided by the batch size once more. ``nn.KLDivLoss`` resolves the legacy
+    pair when it is built and passes F.kl_div no 'batchmean' then.
+    """
+    resolved = resolve_reduction(size_average, reduce, reduction)
+    if reduction != "batchmean" or resolved == "batchmean":
+        return resolved, False
+    return ("batchmean", False) if resolved == "sum" else (resolved, True)
+
+
 def op_reduction(enum: object) -> str:
     """The reduction the op ``torch.kl_div`` applies for its ``reduction`` enum
     (``torch.nn._reduction.get_enum``): 1 is 'mean', 2 'sum', any other 'none',

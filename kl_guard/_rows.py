@@ -53,7 +53,9 @@ class DimStats:
     ``rows`` is how many fibers were looked at out of ``total_rows``;
     ``kept`` excludes those whose target is all zeros (or all ``-inf``) or
     whose input is all zeros, the usual marks of masked padding, which carry
-    no distribution.
+    no distribution. ``zero_target_rows`` counts the rows left out for a
+    target of zeros under an input that is not: padding for probabilities,
+    but log(1) everywhere for log-probabilities.
     """
 
     dim: int
@@ -64,3 +66,4 @@ class DimStats:
     input: SideStats
     target: SideStats
     loss_row_min: float | None
+    zero_target_rows: int = 0

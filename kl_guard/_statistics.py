@@ -245,6 +245,9 @@ def unpack(values: Sequence[float], layout: Layout) -> dict[int, DimStats]:
                 or (i_min[j] == 0 and i_max[j] == 0)
             )
         ]
+        zeros = sum(
+            1 for j in range(r) if t_min[j] == 0 and t_max[j] == 0 and not i_min[j] == i_max[j] == 0
+        )
         if len(keep) < r:
             stat = {
                 name: ([pair[0][j] for j in keep], [pair[1][j] for j in keep])
@@ -272,5 +275,6 @@ def unpack(values: Sequence[float], layout: Layout) -> dict[int, DimStats]:
             input=side(0),
             target=side(1),
             loss_row_min=_range_of(loss_rows).lo if layout.with_loss and keep else None,
+            zero_target_rows=zeros,
         )
     return out

@@ -14,7 +14,10 @@ from kl_guard._contract import Space
 MEAN_HEADLINE = "kl_div reduction 'mean' is not the KL divergence per sample"
 MEAN_DEFAULT = "reduction defaults to 'mean'"
 MEAN_WRITTEN = "reduction='mean' was passed"
-MEAN_MODULE = "the module's reduction is 'mean' (nn.KLDivLoss's default)"
+#: A module's reduction is read when it is called: written or by default, it
+#: was set where the module was built (the runtime says where).
+MEAN_MODULE = "the module's reduction is 'mean'"
+MEAN_MODULE_DEFAULT = f"{MEAN_MODULE} (nn.KLDivLoss's default)"
 #: Code that multiplied a 'mean' loss by the number of classes to get the KL
 #: per sample back must drop the factor with the switch.
 MEAN_COMPENSATED = "drop any * num_classes that made up for 'mean'"
@@ -83,15 +86,19 @@ def misplaced_fix(function: str, wrong: object, right: object) -> str:
 # -- KLG009 -----------------------------------------------------------------
 
 
-def override_headline(reduction: object, resolved: str) -> str:
+def _computes(resolved: str, divided: bool) -> str:
+    return f"torch computes {resolved!r}" + (", then divides by the batch size" if divided else "")
+
+
+def override_headline(reduction: object, resolved: str, divided: bool = False) -> str:
     return (
         f"the deprecated size_average/reduce arguments override reduction={reduction!r}: "
-        f"torch computes {resolved!r}"
+        + _computes(resolved, divided)
     )
 
 
 def override_evidence(
-    size_average: object, reduce: object, reduction: object, resolved: str
+    size_average: object, reduce: object, reduction: object, resolved: str, divided: bool = False
 ) -> tuple[str, ...]:
     """What was written and what torch computes instead."""
     written = ", ".join(
@@ -101,8 +108,11 @@ def override_evidence(
     )
     out: tuple[str, ...] = (
         f"written: {written}, reduction={reduction!r}",
-        f"torch computes {resolved!r}: whenever size_average or reduce is given, "
-        "they decide the reduction and reduction is ignored",
+        _computes(resolved, divided)
+        + (
+            ": size_average and reduce decide the reduction whenever either is given, "
+            + ("and 'batchmean' only adds its division" if divided else "and reduction is ignored")
+        ),
     )
     if resolved == "mean":
         out += ("'mean' also divides by the number of classes (see KLG001)",)

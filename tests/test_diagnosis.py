@@ -137,3 +137,23 @@ def test_a_kl_just_below_0_from_bfloat16_rounding_is_not_reported() -> None:
     inp, tgt = F.log_softmax(t.bfloat16(), -1).float(), F.softmax(t, -1)
     assert F.kl_div(inp, tgt, reduction="batchmean") < -1e-4  # the same distribution, rounded
     assert kl_guard.check(inp, tgt, reduction="batchmean") == []
+
+
+def test_a_log_target_zeroed_as_padding_is_klg007() -> None:
+    # Zeros in log space are log(1): torch adds -input over each such row.
+    inp = F.log_softmax(logits(8, 50), 1)
+    tgt = F.log_softmax(logits(8, 50, seed=1), 1)
+    tgt[4:] = 0
+    [finding] = kl_guard.check(inp, tgt, reduction="batchmean", log_target=True)
+    assert finding.message.splitlines()[:3] == [
+        "KLG007: target of kl_div (log_target=True) has rows of zeros: log(1), probability 1 "
+        "on every class, not masked padding",
+        "  4 of the 8 target rows read along dim 1 are all 0 where the input's are not",
+        "  torch adds exp(0) * (0 - input) = -input for each of their elements; "
+        "in log space nothing masks a row (-inf gives NaN)",
+    ]
+    # as probabilities, zero rows are padding; zero on both sides adds nothing
+    assert kl_guard.check(inp, tgt.exp() * (tgt != 0), reduction="batchmean") == []
+    both = inp.clone()
+    both[4:] = 0
+    assert kl_guard.check(both, tgt, reduction="batchmean", log_target=True) == []

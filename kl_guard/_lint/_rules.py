@@ -21,7 +21,7 @@ from kl_guard._lint._model import Applicability, Edit, LintFinding
 from kl_guard._lint._names import Constant, Names
 from kl_guard._lint._scopes import Scope
 from kl_guard._lint._spaces import Spaces, Visible
-from kl_guard._reduction import resolve_reduction
+from kl_guard._reduction import kl_div_reduction, resolve_reduction
 
 _FUNCTION = KL_DIV.function
 _MODULES = KL_DIV.module_names
@@ -91,9 +91,12 @@ class Checker:
         if not isinstance(value, str):
             return None
         legacy = "size_average" in args or "reduce" in args
-        resolved = resolve_reduction(size_average.value, reduce.value, value)
-        if legacy and "reduction" in args and resolved != value:
-            return self._override(call, args, size_average.value, reduce.value, value, resolved)
+        if api == "function":
+            resolved, divided = kl_div_reduction(size_average.value, reduce.value, value)
+        else:
+            resolved, divided = resolve_reduction(size_average.value, reduce.value, value), False
+        if legacy and "reduction" in args and (resolved != value or divided):
+            return self._override(call, args, value, resolved, divided)
         if resolved != "mean":
             return None
         written = args.get("reduction")
@@ -101,7 +104,7 @@ class Checker:
         if legacy:
             source = _words.legacy_source(size_average.value, reduce.value, "mean")
         elif written is None:
-            source = _words.MEAN_DEFAULT if api == "function" else _words.MEAN_MODULE
+            source = _words.MEAN_DEFAULT if api == "function" else _words.MEAN_MODULE_DEFAULT
             keyword = f"reduction={_fixes.string(self.doc, None, 'batchmean')}"
             edit = _fixes.set_argument(self.doc, call, None, keyword)
         elif reduction.node is written:
@@ -132,10 +135,9 @@ class Checker:
         self,
         call: ast.Call,
         args: dict[str, ast.expr],
-        size_average: object,
-        reduce: object,
         reduction: str,
         resolved: str,
+        divided: bool,
     ) -> LintFinding:
         """KLG009: ``size_average``/``reduce`` that override the written ``reduction``."""
         names = [name for name in KL_DIV.legacy if name in args]
@@ -143,8 +145,8 @@ class Checker:
         return self._finding(
             "KLG009",
             call,
-            _words.override_headline(reduction, resolved),
-            f"{_fixes.text(self.doc, call.func)}(..., reduction={reduction!r}) "
+            _words.override_headline(reduction, resolved, divided),
+            f'{_fixes.text(self.doc, call.func)}(..., reduction="{reduction}") '
             f"({_words.OVERRIDE_FIX})",
             Applicability.UNSAFE if edits else Applicability.NONE,
             edits,
