@@ -216,9 +216,14 @@ ALL = (
             "With log_target=False the target must hold probabilities: non-negative, each "
             "row summing to 1 over the class dimension (with log_target=True, their logs). "
             "exp() of logits, sigmoid outputs and raw logits are not, and the loss is not a "
-            "KL divergence. All-zero rows, such as masked padding tokens, are fine."
+            "KL divergence. All-zero rows of probabilities, such as masked padding tokens, "
+            "are fine; with log_target=True an all-zero row is log(1), probability 1 on "
+            "every class, and torch adds -input over it: leave such rows out of the loss."
         ),
-        cause="`t.exp()`, sigmoid outputs, raw logits as target (all-zero masked rows are fine)",
+        cause=(
+            "`t.exp()`, sigmoid outputs, raw logits as target, a log target zeroed as padding "
+            "(all-zero rows of probabilities are fine)"
+        ),
         fix="`F.softmax(t, dim=...)`",
         wrong=(
             "torch.manual_seed(0)\n"
