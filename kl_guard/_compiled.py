@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import threading
 import weakref
 from collections.abc import Callable
 
 import torch
 
-from kl_guard import _check, _compat_compile, _reporting, _sites
+from kl_guard import _check, _compat_compile, _locks, _reporting, _sites
 from kl_guard._config import Config, Mode
 from kl_guard._diagnosis import argument_findings
 from kl_guard._findings import Finding
@@ -40,7 +39,7 @@ class _TraceReports:
     """
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = _locks.Lock()
         self.context: Callable[[], object] = lambda: None
         self.seen: set[tuple[str, str, int]] = set()
 
@@ -94,7 +93,7 @@ class _TracedCalls:
     """Every call dynamo traced, by token: a recompiled graph gets the same tokens."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
+        self.lock = _locks.Lock()
         self.sites: list[TracedCall] = []
         self.tokens: dict[TracedCall, int] = {}
 

@@ -18,16 +18,20 @@ from collections.abc import Callable
 
 
 class Lock:
-    """A ``threading.Lock`` (``with``, ``acquire``, ``release``) that is free in a forked child.
+    """A ``threading.Lock`` (``with``, ``acquire``, ``release``) that is free in a forked child;
+    a ``threading.RLock`` where ``reentrant``.
 
     The thread that forks must hold none: kl_guard neither forks nor runs the
     program's code while it holds one, so only another thread can.
     """
 
-    __slots__ = ("_lock", "__weakref__")
+    __slots__ = ("_lock", "_new", "__weakref__")
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, *, reentrant: bool = False) -> None:
+        self._new: Callable[[], threading.Lock | threading.RLock] = (
+            threading.RLock if reentrant else threading.Lock
+        )
+        self._lock = self._new()
         _LIVE.add(self)
 
     def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
@@ -55,7 +59,7 @@ def after_fork(renew: Callable[[], None]) -> None:
 
 def _renew() -> None:
     for lock in _LIVE:
-        lock._lock = threading.Lock()
+        lock._lock = lock._new()
 
 
 after_fork(_renew)

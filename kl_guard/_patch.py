@@ -10,10 +10,10 @@ import copy
 import dataclasses
 import inspect
 import itertools
+import logging
 import operator
 import re
 import sys
-import threading
 import types
 import warnings
 from collections.abc import Callable, Mapping
@@ -21,7 +21,7 @@ from typing import Any
 
 import wrapt
 
-from kl_guard import _compat, _compat_compile
+from kl_guard import _compat, _compat_compile, _locks
 from kl_guard._contract import KL_DIV
 
 #: ``F.kl_div``, and the op it calls (``torch.kl_div``), by (module, attribute path).
@@ -41,6 +41,18 @@ TARGETS = (
 #: calls it through the module attribute (or must not be checked), kl_guard's
 #: holds it on purpose.
 UNREBOUND = frozenset({"torch", "kl_guard"})
+
+
+_logger = logging.getLogger("kl_guard")
+_UNCHECKED_SAID: set[str] = set()
+
+
+def _unchecked_op(why: str) -> None:
+    """Say once per process that direct ``torch.kl_div`` calls go unchecked, and why:
+    kl_guard never leaves an entry point unwatched without a word."""
+    if why not in _UNCHECKED_SAID:
+        _UNCHECKED_SAID.add(why)
+        _logger.warning("kl_guard: direct torch.kl_div calls are not checked: %s.", why)
 
 
 class _BoundWrapper(wrapt.BoundFunctionWrapper[..., Any]):
@@ -135,7 +147,7 @@ class Patch:
     """The wrappers on :data:`TARGETS`, on while any kl_guard layer is active."""
 
     def __init__(self) -> None:
-        self.lock = threading.RLock()
+        self.lock = _locks.Lock(reentrant=True)
         self._applied: list[_Applied] = []
         #: the op the patch on ``torch.kl_div`` calls (None when it is not patched):
         #: ``wrapped`` is this object exactly when the wrapper runs for a direct call
@@ -160,12 +172,14 @@ class Patch:
         functional = _compat.calling_op(wrapt.resolve_path(*FUNCTIONAL)[2], op)
         for module, name, role in TARGETS:
             if (module, name) == OP and functional is None:
+                _unchecked_op("F.kl_div is not torch's plain function here (another tool wraps it)")
                 continue
             owner, attribute, original = wrapt.resolve_path(module, name)
             callee = functional if (module, name) == FUNCTIONAL and functional else original
             applied = _Applied((module, name), owner, attribute, original, callee, None)
             applied.wrapper = wrap(owner, original, wrappers[role], applied.switch, callee)
             if (module, name) == OP and not _compat.script_as_op(applied.wrapper, original):
+                _unchecked_op("TorchScript's table of builtins cannot be reached on this torch")
                 continue
             if callee is not original:  # the name torch passes to handle_torch_function
                 callee.__globals__[attribute] = applied.wrapper

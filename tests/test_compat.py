@@ -152,14 +152,18 @@ def test_f_kl_div_calls_a_copy_whose_torch_kl_div_is_the_op() -> None:
 
 @pytest.mark.parametrize("missing", ["calling_op", "script_as_op"])
 def test_without_the_copy_or_torchscripts_table_torch_kl_div_is_left_unpatched(
-    monkeypatch: pytest.MonkeyPatch, missing: str
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, missing: str
 ) -> None:
     """Each fallback leaves the op alone (direct calls unchecked, as before
-    issue 13) rather than tax every F.kl_div call or break TorchScript."""
+    issue 13) rather than tax every F.kl_div call or break TorchScript, and says so."""
     fallback = {"calling_op": lambda function, op: None, "script_as_op": lambda w, op: False}
     monkeypatch.setattr(_compat, missing, fallback[missing])
+    monkeypatch.setattr(_patch, "_UNCHECKED_SAID", set())
     op = torch.kl_div
-    kl_guard.install(mode="log", check_every=1)
+    with caplog.at_level("WARNING", logger="kl_guard"):
+        kl_guard.install(mode="log", check_every=1)
+    [said] = [r.getMessage() for r in caplog.records]
+    assert said.startswith("kl_guard: direct torch.kl_div calls are not checked: ")
     assert torch.kl_div is op and _patch.PATCH.op is None
     log_p, q = F.log_softmax(torch.zeros(2, 3), 1), F.softmax(torch.zeros(2, 3), 1)
     torch.kl_div(log_p, q, 2)

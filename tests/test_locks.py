@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import kl_guard
-from kl_guard import _check, _child, _locks, _policy, _recorder, _reporting
+from kl_guard import _check, _child, _compiled, _locks, _patch, _policy, _recorder, _reporting
 
 needs_fork = pytest.mark.skipif(not hasattr(os, "fork"), reason="the system cannot fork")
 # Python 3.12+ warns at a fork while other threads run: here they are the point.
@@ -57,6 +57,25 @@ def test_a_lock_another_thread_holds_at_a_fork_is_free_in_the_child() -> None:
 
 
 @needs_fork
+def test_a_reentrant_lock_held_at_a_fork_is_free_in_the_child() -> None:
+    lock = _locks.Lock(reentrant=True)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with lock, lock:  # taken twice by its thread
+            held.set()
+            release.wait()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait()
+    try:
+        assert in_a_forked_child(lambda: lock.acquire(timeout=5) and lock.acquire(timeout=5))
+    finally:
+        release.set()
+        thread.join()
+
+
 def test_a_free_lock_stays_usable_in_the_child() -> None:
     lock = _locks.Lock()
 
@@ -79,6 +98,9 @@ def test_the_locks_of_checks_findings_and_records_are_fork_safe(tmp_path: Path) 
         "_reporting.Record": _reporting.Record()._lock,
         "_policy.ScheduleTable": _policy.ScheduleTable()._lock,
         "_child.Part": part._writing,
+        "_patch.Patch": _patch.Patch().lock,
+        "_compiled._TraceReports": _compiled._TraceReports().lock,
+        "_compiled._TracedCalls": _compiled._TracedCalls().lock,
     }
     assert {name for name, lock in locks.items() if not isinstance(lock, _locks.Lock)} == set()
 
