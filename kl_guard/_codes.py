@@ -1,57 +1,19 @@
 """The finding codes, each explained once: the README's table, ``codes`` and ``explain`` read it.
 
-Every example runs as it is shown (tests/test_codes.py runs each under a
-guard) with ``torch``, ``torch.nn.functional as F`` and ``torch.nn as nn``
-imported: the wrong one gets its code, the right one gets none.
+KL's codes are here, the loss family's in ``_codes_family``. Every example
+runs as it is shown (tests/test_codes.py runs each) with ``torch``,
+``torch.nn.functional as F`` and ``torch.nn as nn`` imported: the wrong one
+gets its code, the right one gets none.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import textwrap
 
+from kl_guard._codes_family import FAMILY
+from kl_guard._rule import Code
+
 WIDTH = 79
-
-
-@dataclasses.dataclass(frozen=True)
-class Code:
-    """One code: its one-line ``title``, what it means, and how to fix or silence it.
-
-    ``cause`` and ``fix`` are the README table's short columns (Markdown);
-    ``meaning`` is plain text, paragraphs split by blank lines. An
-    ``opt_in`` code is reported only where ``select`` names it; a ``linted``
-    one is found by ``python -m kl_guard lint`` too, in the runtime's words.
-    """
-
-    code: str
-    title: str
-    meaning: str
-    cause: str
-    fix: str
-    wrong: str
-    right: str
-    opt_in: bool = False
-    linted: bool = False
-
-    @property
-    def heading(self) -> str:
-        return f"{self.code} (opt-in)" if self.opt_in else self.code
-
-    @property
-    def silence(self) -> tuple[str, ...]:
-        """How to turn the code off, for one line, or for warnings only: lines of code."""
-        if self.opt_in:
-            switch = f"# off unless select names {self.code}: install(select=...), run --select"
-        else:
-            switch = (
-                f'kl_guard.install(ignore="{self.code}")  # also guard(), run --ignore {self.code}'
-            )
-        return (
-            switch,
-            f"loss = F.kl_div(...)  # kl_guard: ignore[{self.code}]  (this line only)",
-            f'warnings.filterwarnings("ignore", category=kl_guard.{self.code}Warning)'
-            "  # warning only",
-        )
 
 
 ALL = (
@@ -301,6 +263,7 @@ ALL = (
         ),
         linted=True,
     ),
+    *FAMILY,
 )
 
 BY_CODE = {entry.code: entry for entry in ALL}
@@ -327,8 +290,10 @@ def explain(code: str) -> str:
 
 def listing() -> str:
     """``python -m kl_guard codes``: one line per code, its title, opt-in ones marked."""
-    return "".join(
-        f"{entry.code}  {entry.title}"
-        f"{f' (opt-in: off unless selected, --select {entry.code})' if entry.opt_in else ''}\n"
-        for entry in ALL
-    )
+    return "".join(f"{entry.code}  {entry.title}{_mark(entry)}\n" for entry in ALL)
+
+
+def _mark(entry: Code) -> str:
+    if entry.opt_in:
+        return f" (opt-in: off unless selected, --select {entry.code})"
+    return "" if entry.runtime else " (lint only: python -m kl_guard lint)"

@@ -48,15 +48,18 @@ PROBS = frozenset({Space.PROB, Space.SUBPROB})
 LOG_PROBS = frozenset({Space.LOGPROB, Space.SUBLOGPROB})
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # one object each: compared by identity
 class Argument:
     """A tensor argument and the space it must be in; ``flag``, when given,
-    names the boolean parameter that moves it to ``flagged`` when true."""
+    names the boolean parameter that moves it to ``flagged`` when true.
+    ``misuse`` maps each space that is certainly wrong there to the code that
+    says so (the loss family's rules read it; KL's own are in ``_diagnosis``)."""
 
     name: str
     space: Space
     flag: str | None = None
     flagged: Space | None = None
+    misuse: Mapping[Space, str] = dataclasses.field(default_factory=dict)
 
     def expected(self, flags: Mapping[str, object]) -> Space:
         """The space this argument must be in for a call with these ``flags``."""
@@ -65,7 +68,7 @@ class Argument:
         return self.space
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, eq=False)  # one object each: compared by identity
 class LossContract:
     """One loss: where it is called from and what its arguments must hold.
 
@@ -79,11 +82,13 @@ class LossContract:
     parameters: tuple[str, ...]
     defaults: Mapping[str, object]
     module_parameters: tuple[str, ...]
-    op_parameters: tuple[str, ...]
-    op_defaults: Mapping[str, object]
     arguments: tuple[Argument, ...]
+    op_parameters: tuple[str, ...] = ()
+    op_defaults: Mapping[str, object] = dataclasses.field(default_factory=dict)
     #: the deprecated pair that overrides ``reduction`` whenever either is given
     legacy: tuple[str, ...] = ("size_average", "reduce")
+    #: what the loss applies to its input itself (None: nothing)
+    applies: str | None = None
 
     @property
     def function(self) -> str:
@@ -112,11 +117,90 @@ KL_DIV = LossContract(
     parameters=("input", "target", "size_average", "reduce", "reduction", "log_target"),
     defaults={"size_average": None, "reduce": None, "reduction": "mean", "log_target": False},
     module_parameters=("size_average", "reduce", "reduction", "log_target"),
-    # torch.kl_div(input, target, reduction=1, *, log_target=False)
-    op_parameters=("input", "target", "reduction"),
-    op_defaults={"reduction": 1, "log_target": False},
     arguments=(
         Argument("input", Space.LOGPROB),
         Argument("target", Space.PROB, flag="log_target", flagged=Space.LOGPROB),
     ),
+    # torch.kl_div(input, target, reduction=1, *, log_target=False)
+    op_parameters=("input", "target", "reduction"),
+    op_defaults={"reduction": 1, "log_target": False},
 )
+
+# The loss family (issue 21). Their contracts are read by the linter today;
+# the runtime guard checks kl_div alone so far. NONNEG is what a sigmoid makes.
+_TARGET = Argument("target", Space.UNKNOWN)  # class indices, or soft targets
+
+CROSS_ENTROPY = LossContract(
+    name="cross_entropy",
+    module="CrossEntropyLoss",
+    parameters=(
+        "input",
+        "target",
+        "weight",
+        "size_average",
+        "ignore_index",
+        "reduce",
+        "reduction",
+        "label_smoothing",
+    ),
+    defaults={"weight": None, "ignore_index": -100, "reduction": "mean", "label_smoothing": 0.0},
+    module_parameters=(
+        "weight",
+        "size_average",
+        "ignore_index",
+        "reduce",
+        "reduction",
+        "label_smoothing",
+    ),
+    # raw logits; log-probabilities are correct too (cross_entropy normalizes again)
+    arguments=(
+        Argument("input", Space.SIGNED, misuse={Space.PROB: "KLG010", Space.NONNEG: "KLG010"}),
+        _TARGET,
+    ),
+    applies="log_softmax",
+)
+
+NLL_LOSS = LossContract(
+    name="nll_loss",
+    module="NLLLoss",
+    parameters=(
+        "input",
+        "target",
+        "weight",
+        "size_average",
+        "ignore_index",
+        "reduce",
+        "reduction",
+    ),
+    defaults={"weight": None, "ignore_index": -100, "reduction": "mean"},
+    module_parameters=("weight", "size_average", "ignore_index", "reduce", "reduction"),
+    arguments=(
+        Argument("input", Space.LOGPROB, misuse={Space.PROB: "KLG011", Space.NONNEG: "KLG011"}),
+        _TARGET,
+    ),
+)
+
+BCE_WITH_LOGITS = LossContract(
+    name="binary_cross_entropy_with_logits",
+    module="BCEWithLogitsLoss",
+    parameters=(
+        "input",
+        "target",
+        "weight",
+        "size_average",
+        "reduce",
+        "reduction",
+        "pos_weight",
+    ),
+    defaults={"weight": None, "reduction": "mean", "pos_weight": None},
+    module_parameters=("weight", "size_average", "reduce", "reduction", "pos_weight"),
+    arguments=(
+        Argument("input", Space.SIGNED, misuse={Space.NONNEG: "KLG012", Space.PROB: "KLG012"}),
+        _TARGET,
+    ),
+    applies="the sigmoid",
+)
+
+#: The losses the linter reads by their contract alone (KL has rules of its own).
+FAMILY = (CROSS_ENTROPY, NLL_LOSS, BCE_WITH_LOGITS)
+CONTRACTS = (KL_DIV, *FAMILY)

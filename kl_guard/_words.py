@@ -7,7 +7,7 @@ both word a misuse from here, so a code reads alike wherever it is found;
 
 from __future__ import annotations
 
-from kl_guard._contract import Space
+from kl_guard._contract import LossContract, Space
 
 # -- KLG001 -----------------------------------------------------------------
 
@@ -67,6 +67,27 @@ def input_headline(space: Space) -> str:
 
 def log_softmax_input(dim: object) -> str:
     return f"F.log_softmax(logits, dim={dim})"
+
+
+# -- KLG010, KLG011, KLG012: the loss family's input ---------------------------
+
+_FAMILY_LOOKS = {
+    Space.PROB: "probabilities (softmax output?)",
+    Space.NONNEG: "probabilities (sigmoid output?)",
+}
+_FAMILY_WANTS = {Space.SIGNED: "logits", Space.LOGPROB: "log-probabilities"}
+
+
+def family_input_headline(loss: LossContract, space: Space) -> str:
+    """The input of ``loss`` looks like ``space``, not what its contract wants."""
+    wanted = _FAMILY_WANTS[loss.argument("input").space]
+    return f"input to {loss.name} looks like {_FAMILY_LOOKS[space]}, not {wanted}"
+
+
+def family_input_fix(loss: LossContract) -> str:
+    if loss.applies is None:
+        return f"F.log_softmax(x, dim=...) as the input of {loss.name}, or F.cross_entropy(x, y)"
+    return f"pass the logits: {loss.name} applies {loss.applies} itself"
 
 
 # -- KLG006 -----------------------------------------------------------------

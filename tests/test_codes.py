@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from lint_helpers import findings
 from torch import nn
 
 import kl_guard
-from kl_guard._codes import ALL, BY_CODE, Code, explain
+from kl_guard._codes import ALL, BY_CODE, explain
 from kl_guard._findings import OPT_IN
+from kl_guard._rule import Code
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 
@@ -30,6 +32,9 @@ def test_codes_keep_their_public_one_line_meanings() -> None:
         "KLG007": "target is not a probability distribution",
         "KLG008": "the target requires grad while the input does not",
         "KLG009": "a deprecated size_average or reduce argument overrides reduction",
+        "KLG010": "input to cross_entropy is probabilities, not logits: softmax applied twice",
+        "KLG011": "input to nll_loss is not log-probabilities",
+        "KLG012": "input to binary_cross_entropy_with_logits is probabilities, not logits",
     }
     with pytest.raises(TypeError):
         kl_guard.CODES["KLG099"] = "new"  # type: ignore[index]
@@ -61,14 +66,32 @@ def example_codes(entry: Code, which: str) -> list[str]:
     return sorted({f.code for f in guard.findings})
 
 
-@pytest.mark.parametrize("entry", ALL, ids=lambda c: c.code)
+def linted_codes(entry: Code, which: str) -> list[str]:
+    return sorted({f.code for f in findings(getattr(entry, which))})
+
+
+RUNTIME = [c for c in ALL if c.runtime]
+LINT_ONLY = [c for c in ALL if not c.runtime]
+
+
+@pytest.mark.parametrize("entry", RUNTIME, ids=lambda c: c.code)
 def test_the_wrong_example_gets_its_code(entry: Code) -> None:
     assert entry.code in example_codes(entry, "wrong")
 
 
-@pytest.mark.parametrize("entry", ALL, ids=lambda c: c.code)
+@pytest.mark.parametrize("entry", RUNTIME, ids=lambda c: c.code)
 def test_the_right_example_is_silent(entry: Code) -> None:
     assert example_codes(entry, "right") == []
+
+
+@pytest.mark.parametrize("entry", LINT_ONLY, ids=lambda c: c.code)
+def test_a_lint_only_code_is_the_linters_and_not_yet_the_runtimes(entry: Code) -> None:
+    # The examples run as shown; the guard does not check these losses yet
+    # (issue 21), which the code's heading and its text say.
+    assert (example_codes(entry, "wrong"), example_codes(entry, "right")) == ([], [])
+    assert (linted_codes(entry, "wrong"), linted_codes(entry, "right")) == ([entry.code], [])
+    assert entry.heading == f"{entry.code} (lint only)"
+    assert "the runtime guard does not check this loss yet" in explain(entry.code)
 
 
 def test_explain_reads_as_headline_meaning_wrong_right_silence() -> None:

@@ -15,10 +15,11 @@ from torch import nn
 
 import kl_guard
 from kl_guard import _words
-from kl_guard._codes import ALL, Code
+from kl_guard._codes import ALL
 from kl_guard._contract import Space
+from kl_guard._rule import Code
 
-LINTED = [c for c in ALL if c.linted]
+LINTED = [c for c in ALL if c.linted and c.runtime]
 
 
 def runtime_finding(entry: Code) -> tuple[str, int]:

@@ -15,6 +15,7 @@ import warnings
 from pathlib import Path
 from typing import TextIO
 
+from kl_guard._contract import CONTRACTS
 from kl_guard._findings import CODES, OPT_IN
 from kl_guard._lint import _output
 from kl_guard._lint._files import Document, UnreadableError, discover, load
@@ -26,9 +27,9 @@ from kl_guard._suppression import suppressed_codes
 # Like the runtime, the linter leaves the opt-in codes off unless selected
 # (KLG008 is about requires_grad, which only a run shows).
 DEFAULT_CODES = frozenset(CODES) - OPT_IN
-# A file names one of these wherever it can reach kl_div or KLDivLoss; a
-# file that names neither has nothing to find and is not parsed.
-_NEEDLES = ("kl_div", "KLDivLoss")
+# A file names one of these wherever it can reach a loss the linter reads; a
+# file that names none has nothing to find and is not parsed.
+_NEEDLES = tuple(name for c in CONTRACTS for name in (c.name, c.module))
 _FIX_ROUNDS = 8
 
 

@@ -1,4 +1,5 @@
-"""Rules: each ``kl_div`` call and ``nn.KLDivLoss`` read for KLG001-KLG003, KLG006 and KLG009.
+"""Rules: each ``kl_div`` call and ``nn.KLDivLoss`` read for KLG001-KLG003, KLG006 and KLG009;
+the loss family's calls (``_family``) for KLG010-KLG012.
 
 A rule reports only what the source decides: a reduction, ``log_target`` or
 dim that is not a literal (directly, through a name, or as a parameter's
@@ -14,8 +15,8 @@ import dataclasses
 from collections.abc import Iterator, Sequence
 
 from kl_guard import _words
-from kl_guard._contract import KL_DIV, Space
-from kl_guard._lint import _fixes
+from kl_guard._contract import KL_DIV, LossContract, Space
+from kl_guard._lint import _family, _fixes
 from kl_guard._lint._files import Document
 from kl_guard._lint._model import Applicability, Edit, LintFinding
 from kl_guard._lint._names import Constant, Names
@@ -70,6 +71,9 @@ class Checker:
                 yield from self._function(call, scope)
             elif qualname in _MODULES:
                 yield from self._constructor(call, scope)
+            elif qualname in _family.BY_FUNCTION:
+                contract = _family.BY_FUNCTION[qualname]
+                yield from self._family_call(call, scope, contract, contract.parameters)
             elif qualname is None:
                 yield from self._module_call(call, scope)
 
@@ -182,10 +186,14 @@ class Checker:
         func = call.func
         inline = isinstance(func, ast.Call)
         holders = [(func, scope)] if inline else self.names.values(func, scope)
-        if not holders or any(
-            not isinstance(c, ast.Call) or self.names.qualname(c.func, s) not in _MODULES
-            for c, s in holders
-        ):
+        if not holders or any(not isinstance(c, ast.Call) for c, _ in holders):
+            return
+        classes = {self.names.qualname(c.func, s) for c, s in holders if isinstance(c, ast.Call)}
+        family = {_family.BY_MODULE.get(name or "") for name in classes}
+        if len(family) == 1 and None not in family:  # one loss of the family holds every value
+            yield from self._family_call(call, scope, family.pop(), _MODULE_CALL_PARAMETERS)
+            return
+        if not classes <= _MODULES:
             return
         args = _arguments(call, _MODULE_CALL_PARAMETERS)
         if args is None or len(args) != 2:
@@ -206,6 +214,32 @@ class Checker:
             if written is None or isinstance(written, ast.Constant):
                 at = (constructor, written)
         yield from self._site(_LossCall(call, scope, args["input"], args["target"], value, at))
+
+    def _family_call(
+        self,
+        call: ast.Call,
+        scope: Scope,
+        contract: LossContract | None,
+        parameters: tuple[str, ...],
+    ) -> Iterator[LintFinding]:
+        """KLG010-KLG012: the input of a loss of the family is visibly what it must not be."""
+        args = _arguments(call, parameters)
+        if contract is None or args is None or "input" not in args:
+            return
+        visible = self.spaces.of(args["input"], scope)
+        code = _family.misuse(contract, visible)
+        if code is None or visible is None:
+            return
+        applicability, edits = _family.fix(self.doc, self.names, contract, args["input"], scope)
+        yield self._finding(
+            code,
+            call,
+            _words.family_input_headline(contract, visible.kind),
+            _words.family_input_fix(contract),
+            applicability,
+            edits,
+            (args["input"],),
+        )
 
     def _site(self, site: _LossCall) -> Iterator[LintFinding]:
         spaces = self.spaces
