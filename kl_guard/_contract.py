@@ -72,8 +72,8 @@ class Argument:
 class LossContract:
     """One loss: where it is called from and what its arguments must hold.
 
-    ``parameters`` is the functional form's order, ``module_parameters`` the
-    constructor's (the module's call takes the tensors only), ``op`` the
+    ``parameters`` is the functional form's order (the constructor's is the
+    same without the tensors, which the module's call takes), ``op`` the
     order of the ATen op torch exposes, whose reduction is an enum.
     """
 
@@ -81,7 +81,6 @@ class LossContract:
     module: str  # the nn.Module class, in torch.nn.modules.loss
     parameters: tuple[str, ...]
     defaults: Mapping[str, object]
-    module_parameters: tuple[str, ...]
     arguments: tuple[Argument, ...]
     op_parameters: tuple[str, ...] = ()
     op_defaults: Mapping[str, object] = dataclasses.field(default_factory=dict)
@@ -107,6 +106,11 @@ class LossContract:
     def tensors(self) -> tuple[str, ...]:
         return tuple(a.name for a in self.arguments)
 
+    @property
+    def module_parameters(self) -> tuple[str, ...]:
+        """The constructor's: the function's less the tensors (the module's call takes them)."""
+        return tuple(p for p in self.parameters if p not in self.tensors)
+
     def argument(self, name: str) -> Argument:
         return next(a for a in self.arguments if a.name == name)
 
@@ -116,7 +120,6 @@ KL_DIV = LossContract(
     module="KLDivLoss",
     parameters=("input", "target", "size_average", "reduce", "reduction", "log_target"),
     defaults={"size_average": None, "reduce": None, "reduction": "mean", "log_target": False},
-    module_parameters=("size_average", "reduce", "reduction", "log_target"),
     arguments=(
         Argument("input", Space.LOGPROB),
         Argument("target", Space.PROB, flag="log_target", flagged=Space.LOGPROB),
@@ -144,14 +147,6 @@ CROSS_ENTROPY = LossContract(
         "label_smoothing",
     ),
     defaults={"weight": None, "ignore_index": -100, "reduction": "mean", "label_smoothing": 0.0},
-    module_parameters=(
-        "weight",
-        "size_average",
-        "ignore_index",
-        "reduce",
-        "reduction",
-        "label_smoothing",
-    ),
     # raw logits; log-probabilities are correct too (cross_entropy normalizes again)
     arguments=(
         Argument("input", Space.SIGNED, misuse={Space.PROB: "KLG010", Space.NONNEG: "KLG010"}),
@@ -173,7 +168,6 @@ NLL_LOSS = LossContract(
         "reduction",
     ),
     defaults={"weight": None, "ignore_index": -100, "reduction": "mean"},
-    module_parameters=("weight", "size_average", "ignore_index", "reduce", "reduction"),
     arguments=(
         Argument("input", Space.LOGPROB, misuse={Space.PROB: "KLG011", Space.NONNEG: "KLG011"}),
         _TARGET,
@@ -193,7 +187,6 @@ BCE_WITH_LOGITS = LossContract(
         "pos_weight",
     ),
     defaults={"weight": None, "reduction": "mean", "pos_weight": None},
-    module_parameters=("weight", "size_average", "reduce", "reduction", "pos_weight"),
     arguments=(
         Argument("input", Space.SIGNED, misuse={Space.NONNEG: "KLG012", Space.PROB: "KLG012"}),
         _TARGET,
