@@ -159,3 +159,24 @@ def test_a_conditional_criterion_of_two_losses_is_not_judged() -> None:
         "loss = crit(F.softmax(x, 1), y)\n"
     )
     assert codes(source) == []
+
+
+def test_a_model_ending_in_softmax_or_sigmoid_reaches_the_loss() -> None:
+    source = (
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.body = nn.Sequential(nn.Linear(8, 4), nn.Softmax(dim=1))\n"
+        "        self.gate = nn.Sequential(nn.Linear(8, 1), nn.Sigmoid())\n"
+        "        self.crit = nn.CrossEntropyLoss()\n"
+        "    def step(self, x, y, m):\n"
+        "        a = self.crit(self.body(x), y)\n"
+        "        b = F.binary_cross_entropy_with_logits(self.gate(x), m)\n"
+        "        return a + b\n"
+    )
+    assert [(f.code, f.line, f.edits) for f in findings(source)] == [
+        ("KLG010", 11, ()),  # no fix inside the model's definition
+        ("KLG012", 12, ()),
+    ]
+    ends_in_logits = source.replace(", nn.Softmax(dim=1))", ")").replace(", nn.Sigmoid())", ")")
+    assert codes(ends_in_logits) == []

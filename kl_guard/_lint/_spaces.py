@@ -25,6 +25,10 @@ _SIGMOID_FUNCTIONS = frozenset({_F + "sigmoid", "torch.sigmoid", "torch.special.
 _MODULE_PATHS = ("torch.nn.", "torch.nn.modules.", "torch.nn.modules.activation.")
 _PROB_MODULES = frozenset(p + "Softmax" for p in _MODULE_PATHS)
 _LOGPROB_MODULES = frozenset(p + "LogSoftmax" for p in _MODULE_PATHS)
+_SIGMOID_MODULES = frozenset(p + "Sigmoid" for p in _MODULE_PATHS)
+_SEQUENTIAL = frozenset(
+    p + "Sequential" for p in ("torch.nn.", "torch.nn.modules.", "torch.nn.modules.container.")
+)
 # Methods that return the same values (another dtype, device or copy); the
 # clamps keep the space only roughly, so a fix is not written through them.
 _SAME = frozenset({"detach", "float", "double", "half", "bfloat16", "to", "cpu", "cuda", "clone"})
@@ -77,7 +81,8 @@ class Spaces:
         return found.value if found is not None and type(found.value) is int else None
 
     def module(self, expr: ast.expr, scope: Scope) -> Visible | None:
-        """The space an ``nn.Softmax``/``nn.LogSoftmax`` constructor call produces."""
+        """The space an ``nn.Softmax``/``nn.LogSoftmax``/``nn.Sigmoid`` constructor call
+        produces, or an ``nn.Sequential`` whose last module is one of them."""
         if not isinstance(expr, ast.Call) or _starred(expr):
             return None
         qualname = self.names.qualname(expr.func, scope)
@@ -85,6 +90,12 @@ class Spaces:
             return Visible(Space.PROB, self._dim(expr, scope, 0), expr.func)
         if qualname in _LOGPROB_MODULES:
             return Visible(Space.LOGPROB, self._dim(expr, scope, 0))
+        if qualname in _SIGMOID_MODULES and not expr.args and not expr.keywords:
+            return Visible(Space.NONNEG, None)
+        if qualname in _SEQUENTIAL and expr.args and not expr.keywords:
+            last = self.module(expr.args[-1], scope)
+            # no fix inside a model's definition: other code may want its probabilities
+            return None if last is None else Visible(last.kind, last.dim)
         return None
 
     def _call(self, call: ast.Call, scope: Scope, depth: int) -> Visible | None:
