@@ -217,7 +217,9 @@ def tensor_findings(
         out += _space_findings(call, stats, reading)
         # zero rows of probabilities passed with log_target=True are padding: KLG002 says it
         flag = any(d.code == "KLG002" for d in out)
-        if call.log_target and reading.stats.zero_target_rows and not flag:
+        # under 'none' the rows may be masked afterwards, which is correct code
+        reduced = call.reduction != "none"
+        if call.log_target and reading.stats.zero_target_rows and reduced and not flag:
             out.append(_zero_log_rows(call, reading))
     finding = loss_finding(call, loss, reading, out)
     if finding is not None:

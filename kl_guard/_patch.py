@@ -52,7 +52,11 @@ def _unchecked_op(why: str) -> None:
     kl_guard never leaves an entry point unwatched without a word."""
     if why not in _UNCHECKED_SAID:
         _UNCHECKED_SAID.add(why)
-        _logger.warning("kl_guard: direct torch.kl_div calls are not checked: %s.", why)
+        _logger.warning(
+            "kl_guard: direct torch.kl_div calls, and calls through an F.kl_div taken before "
+            "install (a local, functools.partial), are not checked: %s.",
+            why,
+        )
 
 
 class _BoundWrapper(wrapt.BoundFunctionWrapper[..., Any]):

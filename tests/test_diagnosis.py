@@ -157,3 +157,11 @@ def test_a_log_target_zeroed_as_padding_is_klg007() -> None:
     both = inp.clone()
     both[4:] = 0
     assert kl_guard.check(both, tgt, reduction="batchmean", log_target=True) == []
+
+
+def test_zero_log_target_rows_under_none_may_be_masked_afterwards() -> None:
+    # per-token KL with 'none', masked after: correct, and exactly the fix KLG007 gives
+    inp = F.log_softmax(logits(8, 50), 1)
+    tgt = F.log_softmax(logits(8, 50, seed=1), 1)
+    tgt[4:] = 0
+    assert kl_guard.check(inp, tgt, reduction="none", log_target=True) == []

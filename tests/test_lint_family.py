@@ -180,3 +180,37 @@ def test_a_model_ending_in_softmax_or_sigmoid_reaches_the_loss() -> None:
     ]
     ends_in_logits = source.replace(", nn.Softmax(dim=1))", ")").replace(", nn.Sigmoid())", ")")
     assert codes(ends_in_logits) == []
+
+
+def test_an_activation_module_on_self_is_found_but_not_rewritten() -> None:
+    source = (
+        "class Net(nn.Module):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.softmax = nn.Softmax(dim=1)\n"
+        "        self.sigmoid = nn.Sigmoid()\n"
+        "    def step(self, h, y, m):\n"
+        "        a = F.cross_entropy(self.softmax(h), y)\n"
+        "        b = F.nll_loss(self.softmax(h), y)\n"
+        "        return a + F.binary_cross_entropy_with_logits(self.sigmoid(h), m)\n"
+    )
+    # self.softmax(h) is a module's call, not the tensor method x.softmax(1): no edit
+    assert [(f.code, f.edits) for f in findings(source)] == [
+        ("KLG010", ()),
+        ("KLG011", ()),
+        ("KLG012", ()),
+    ]
+
+
+@pytest.mark.parametrize(
+    "edit",
+    ["model[-1] = nn.Identity()", "del model[-1]", "model.append(nn.Linear(3, 3))"],
+)
+def test_a_sequential_changed_after_it_is_built_is_not_judged(edit: str) -> None:
+    source = (
+        "model = nn.Sequential(nn.Linear(4, 3), nn.Softmax(dim=1))\n"
+        f"{edit}\n"
+        "loss = F.cross_entropy(model(x), y)\n"
+    )
+    assert codes(source) == []
+    assert codes(source.replace(f"{edit}\n", "")) == ["KLG010"]

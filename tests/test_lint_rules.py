@@ -322,3 +322,8 @@ def test_kl_div_outside_torch_is_not_read() -> None:
 def test_unusual_syntax_is_walked_to_its_kl_div_call(source: str) -> None:
     """Each snippet parses, and the linter reaches the one 'mean' call inside it."""
     assert codes(source) == ["KLG001"]
+
+
+def test_an_explicit_none_is_no_legacy_argument() -> None:
+    [found] = findings('loss = F.kl_div(a, b, size_average=None, reduction="mean")\n')
+    assert found.message.endswith(": reduction='mean' was passed")

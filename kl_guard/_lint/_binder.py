@@ -16,6 +16,9 @@ from collections.abc import Iterator
 
 from kl_guard._lint._scopes import ENTRY, Binding, ClassInfo, Kind, Point, Scope, self_class
 
+#: Methods that change which module an nn.Sequential ends in.
+_CONTAINER_EDITS = frozenset({"append", "extend", "insert", "add_module", "register_module", "pop"})
+
 
 class Binder(ast.NodeVisitor):
     """Every binding of a module, and the calls with the scope each is in."""
@@ -62,6 +65,8 @@ class Binder(ast.NodeVisitor):
         if isinstance(target, ast.Name):
             kind: Kind = "value" if value is not None else "other"
             scope.bind(target.id, Binding(kind, scope, value=value, at=at))
+        elif isinstance(target, ast.Subscript):  # model[-1] = ..., del model[-1]
+            self.mutated.add(_dotted(target.value))
         elif isinstance(target, ast.Attribute):
             if target.attr in ("reduction", "log_target"):
                 self.mutated.add(_dotted(target.value))
@@ -164,6 +169,8 @@ class Binder(ast.NodeVisitor):
 
     def visit_Call(self, node: ast.Call) -> None:
         self.calls.append((node, self._scope))
+        if isinstance(node.func, ast.Attribute) and node.func.attr in _CONTAINER_EDITS:
+            self.mutated.add(_dotted(node.func.value))  # model.append(...): its last module moves
         self.generic_visit(node)
 
     @contextlib.contextmanager

@@ -61,16 +61,36 @@ def fix(
     return applicability, (_fixes.replace(doc, node, _fixes.text(doc, inner)),)
 
 
+def _tensor_method_arguments(call: ast.Call) -> bool:
+    """Whether ``call``'s arguments are a tensor method's: ``x.softmax(1)`` or
+    ``x.softmax(dim=-1)``, ``x.sigmoid()``; a module's ``act(h)`` takes a tensor."""
+    assert isinstance(call.func, ast.Attribute)
+    if call.func.attr == "sigmoid":
+        return not call.args and not call.keywords
+    dims = [*call.args, *(k.value for k in call.keywords if k.arg == "dim")]
+    return len(dims) == 1 and len(call.args) + len(call.keywords) == 1 and _int(dims[0])
+
+
+def _int(node: ast.expr) -> bool:
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        node = node.operand
+    return isinstance(node, ast.Constant) and type(node.value) is int
+
+
 def _activation(names: Names, node: ast.expr, scope: Scope) -> tuple[Space, ast.expr] | None:
     """The space an inline softmax or sigmoid call makes, and its argument; None for
     anything else (a name, a method chain, a dim or keyword beyond the tensor's)."""
     if not isinstance(node, ast.Call) or any(k.arg is None for k in node.keywords):
         return None
     func = node.func
-    if isinstance(func, ast.Attribute) and func.attr in _METHODS:
-        qualname = names.qualname(func, scope)
-        if qualname is None:  # x.softmax(1), x.sigmoid()
-            return _METHODS[func.attr], func.value
+    if (
+        isinstance(func, ast.Attribute)
+        and func.attr in _METHODS
+        and names.qualname(func, scope) is None
+        and names.self_class(func.value, scope) is None  # self.softmax(h): a module's
+        and _tensor_method_arguments(node)
+    ):
+        return _METHODS[func.attr], func.value  # x.softmax(1), x.sigmoid()
     qualname = names.qualname(func, scope)
     if qualname in _ACTIVATIONS and node.args and not isinstance(node.args[0], ast.Starred):
         return _ACTIVATIONS[qualname], node.args[0]

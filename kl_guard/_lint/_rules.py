@@ -94,7 +94,7 @@ class Checker:
         value = reduction.value if "reduction" in args else "mean"
         if not isinstance(value, str):
             return None
-        legacy = "size_average" in args or "reduce" in args
+        legacy = size_average.value is not None or reduce.value is not None
         if api == "function":
             resolved, divided = kl_div_reduction(size_average.value, reduce.value, value)
         else:

@@ -92,7 +92,12 @@ class Spaces:
             return Visible(Space.LOGPROB, self._dim(expr, scope, 0))
         if qualname in _SIGMOID_MODULES and not expr.args and not expr.keywords:
             return Visible(Space.NONNEG, None)
-        if qualname in _SEQUENTIAL and expr.args and not expr.keywords:
+        if (
+            qualname in _SEQUENTIAL
+            and expr.args
+            and not expr.keywords
+            and not self.names.holders.get(expr, set()) & self.names.mutated
+        ):
             last = self.module(expr.args[-1], scope)
             # no fix inside a model's definition: other code may want its probabilities
             return None if last is None else Visible(last.kind, last.dim)
