@@ -99,6 +99,8 @@ class Part:
         self.inherited: tuple[Counts, dict[tuple[str, str], int]] = (Counts(), {})
         self.written: set[tuple[str, str]] = set()  # (location, code) in the record
         self.ended = False
+        #: The rank torch.distributed gave this process, kept past destroy_process_group().
+        self.rank: int | None = None
         #: The lock that says this process is alive (``_processes.hold``).
         self.lock = _processes.hold(self.folder, self.name)
 
@@ -135,7 +137,7 @@ class Part:
                     findings.append(dataclasses.replace(f, count=count))
             process = _processes.Process(
                 self.pid,
-                _rank(findings),
+                self.rank_now(findings),
                 tuple(sys.argv),
                 total - counts,
                 tuple(findings),
@@ -144,6 +146,20 @@ class Part:
             )
             _processes.write(self.folder, process)
             self.written = {(f.location, f.code) for f in findings}
+
+    def rank_now(self, findings: Sequence[Finding]) -> int | None:
+        """This process's rank: torchrun's ``RANK``, else torch.distributed's (kept
+        once seen), else its findings'."""
+        rank = os.environ.get("RANK", "")
+        if rank.isdigit():
+            return int(rank)
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            self.rank = int(dist.get_rank())
+        if self.rank is not None:
+            return self.rank
+        return next((f.rank for f in findings if f.rank is not None), None)
 
     def finish(self) -> None:
         """Write the whole record, once, in the process it belongs to."""
@@ -179,9 +195,30 @@ def follow(guard: Guard, folder: str) -> Part:
     multiprocessing.util.register_after_fork(part, _at_multiprocessing_exit)
     if not _HOOKED:
         _hook_process()
+        _keep_rank_past_destroy()
     if sys.excepthook is sys.__excepthook__:  # the program set none of its own
         sys.excepthook = _report_uncaught
     return part
+
+
+def _keep_rank_past_destroy() -> None:
+    """Read the rank before ``torch.distributed.destroy_process_group()`` forgets it:
+    a program that ends its group (as torch asks) is still labelled by rank."""
+    import torch.distributed as dist
+    import wrapt
+
+    if not dist.is_available():
+        return
+
+    def before(wrapped: Any, instance: Any, args: Any, kwargs: Any) -> Any:
+        if _PART is not None and not _PART.ended and dist.is_initialized():
+            _write_safely(_PART, complete=False)  # reads the rank, keeps it, records it
+        return wrapped(*args, **kwargs)
+
+    try:
+        wrapt.wrap_function_wrapper(dist, "destroy_process_group", before)
+    except (AttributeError, TypeError):  # no such function here: labels fall back to pids
+        return
 
 
 def _finish() -> None:
@@ -215,18 +252,6 @@ def _write_safely(part: Part, *, complete: bool) -> None:
         part.write(complete=complete)
     except Exception as exc:  # at start, at exit, at a finding: say it, never raise
         print(f"kl_guard: process {os.getpid()} could not write its record: {exc}", file=sys.stderr)
-
-
-def _rank(findings: Sequence[Finding]) -> int | None:
-    """This process's rank: torchrun's ``RANK``, else torch.distributed's, else its findings'."""
-    rank = os.environ.get("RANK", "")
-    if rank.isdigit():
-        return int(rank)
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return int(dist.get_rank())
-    return next((f.rank for f in findings if f.rank is not None), None)
 
 
 def _finish_at_sigterm() -> None:

@@ -554,3 +554,29 @@ def test_records_written_at_once_by_two_threads_stay_whole(tmp_path: Path) -> No
         thread.join()
     assert _processes.collect(str(tmp_path)) == [process]
     assert os.listdir(tmp_path) == ["1-a.json"]  # no temporary file left
+
+
+def test_a_process_keeps_its_rank_past_destroy_process_group(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # torch asks a program to end its group; the record still names the rank it had
+    import socket
+
+    import torch.distributed as dist
+
+    from kl_guard import _child, _lifecycle
+
+    monkeypatch.delenv("RANK", raising=False)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    part = _child.Part(_lifecycle.Guard(), str(tmp_path))
+    assert part.rank_now([]) is None
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        assert part.rank_now([]) == 0
+    finally:
+        dist.destroy_process_group()
+    assert not dist.is_initialized() and part.rank_now([]) == 0
+    if part.lock is not None:
+        os.close(part.lock)
