@@ -133,28 +133,6 @@ KL_DIV = LossContract(
 # the runtime guard checks kl_div alone so far. NONNEG is what a sigmoid makes.
 _TARGET = Argument("target", Space.UNKNOWN)  # class indices, or soft targets
 
-CROSS_ENTROPY = LossContract(
-    name="cross_entropy",
-    module="CrossEntropyLoss",
-    parameters=(
-        "input",
-        "target",
-        "weight",
-        "size_average",
-        "ignore_index",
-        "reduce",
-        "reduction",
-        "label_smoothing",
-    ),
-    defaults={"weight": None, "ignore_index": -100, "reduction": "mean", "label_smoothing": 0.0},
-    # raw logits; log-probabilities are correct too (cross_entropy normalizes again)
-    arguments=(
-        Argument("input", Space.SIGNED, misuse={Space.PROB: "KLG010", Space.NONNEG: "KLG010"}),
-        _TARGET,
-    ),
-    applies="log_softmax",
-)
-
 NLL_LOSS = LossContract(
     name="nll_loss",
     module="NLLLoss",
@@ -172,6 +150,20 @@ NLL_LOSS = LossContract(
         Argument("input", Space.LOGPROB, misuse={Space.PROB: "KLG011", Space.NONNEG: "KLG011"}),
         _TARGET,
     ),
+)
+
+CROSS_ENTROPY = LossContract(
+    name="cross_entropy",
+    module="CrossEntropyLoss",
+    # nll_loss's, and label smoothing: cross_entropy is log_softmax and nll_loss in one
+    parameters=(*NLL_LOSS.parameters, "label_smoothing"),
+    defaults={**NLL_LOSS.defaults, "label_smoothing": 0.0},
+    # raw logits; log-probabilities are correct too (cross_entropy normalizes again)
+    arguments=(
+        Argument("input", Space.SIGNED, misuse={Space.PROB: "KLG010", Space.NONNEG: "KLG010"}),
+        _TARGET,
+    ),
+    applies="log_softmax",
 )
 
 BCE_WITH_LOGITS = LossContract(
