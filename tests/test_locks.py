@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -32,14 +33,15 @@ def in_a_forked_child(test: Callable[[], bool]) -> bool:
     return os.waitstatus_to_exitcode(status) == 0
 
 
-@needs_fork
-@threads_at_fork
-def test_a_lock_another_thread_holds_at_a_fork_is_free_in_the_child() -> None:
-    lock = _locks.Lock()
+@contextlib.contextmanager
+def held_by_another_thread(lock: _locks.Lock, times: int = 1) -> Iterator[None]:
+    """``lock`` taken ``times`` times by another thread, which lets go on leaving."""
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with lock:
+        with contextlib.ExitStack() as stack:
+            for _ in range(times):
+                stack.enter_context(lock)
             held.set()
             release.wait()
 
@@ -47,33 +49,29 @@ def test_a_lock_another_thread_holds_at_a_fork_is_free_in_the_child() -> None:
     thread.start()
     held.wait()
     try:
-        assert in_a_forked_child(lambda: lock.acquire(timeout=5))
-        assert not lock.acquire(blocking=False)  # the parent's stays held, by its thread
+        yield
     finally:
         release.set()
         thread.join()
+
+
+@needs_fork
+@threads_at_fork
+def test_a_lock_another_thread_holds_at_a_fork_is_free_in_the_child() -> None:
+    lock = _locks.Lock()
+    with held_by_another_thread(lock):
+        assert in_a_forked_child(lambda: lock.acquire(timeout=5))
+        assert not lock.acquire(blocking=False)  # the parent's stays held, by its thread
     with lock:  # and is free once that thread lets go
         pass
 
 
 @needs_fork
+@threads_at_fork
 def test_a_reentrant_lock_held_at_a_fork_is_free_in_the_child() -> None:
     lock = _locks.Lock(reentrant=True)
-    held, release = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with lock, lock:  # taken twice by its thread
-            held.set()
-            release.wait()
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    held.wait()
-    try:
+    with held_by_another_thread(lock, times=2):
         assert in_a_forked_child(lambda: lock.acquire(timeout=5) and lock.acquire(timeout=5))
-    finally:
-        release.set()
-        thread.join()
 
 
 def test_a_free_lock_stays_usable_in_the_child() -> None:
