@@ -70,7 +70,7 @@ def judgeable(x: object) -> bool:
     return not _compat.is_functorch_wrapped(x)
 
 
-def _info(x: object) -> TensorInfo | None:
+def tensor_info(x: object) -> TensorInfo | None:
     if not isinstance(x, torch.Tensor):
         return None
     dtype = _DTYPE_NAMES.get(x.dtype)
@@ -142,7 +142,7 @@ def _new_call(
     log_target: object,
     grad_enabled: bool,
 ) -> Call | None:
-    input_info, target_info = _info(input), _info(target)
+    input_info, target_info = tensor_info(input), tensor_info(target)
     if input_info is None or target_info is None:
         return None
     return Call(
@@ -182,6 +182,11 @@ class Measurement:
         if self.loss is not None:
             values.append(self.loss.item())
         return values
+
+    def diagnose(self, values: list[float] | None) -> list[Diagnosis]:
+        """The diagnoses, from the numbers read back (None: none were measured)."""
+        stats, loss = conclude(self, values)
+        return diagnose(self.call, stats, loss)
 
     def pack_loss(self) -> None:
         """Append the loss to ``packed``, so one non-blocking copy brings both back."""

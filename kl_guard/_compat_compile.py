@@ -152,16 +152,17 @@ def rewritten_by_dynamo(code: CodeType) -> bool:
 _DYNAMO_INLINE = "_torchdynamo_inline"
 
 
-def trace_instead(cls: type[Any], traced: Callable[[], Callable[..., Any]]) -> None:
-    """Have dynamo trace ``traced()`` where a program calls an instance of ``cls``.
+def trace_instead(cls: type[Any], traced: Callable[[Any], Callable[..., Any]]) -> None:
+    """Have dynamo trace ``traced(wrapper)`` where a program calls ``wrapper``, an
+    instance of ``cls``.
 
-    ``traced`` is called when dynamo first meets such a call, not before:
-    nothing of dynamo's is imported until a program compiles.
+    ``traced`` is called when dynamo meets such a call, not before: nothing of
+    dynamo's is imported until a program compiles.
     """
 
     def inline(self: Any) -> Callable[..., Any]:
         PRIMARY["dynamo_inline"] = True  # dynamo asked: the hook is honoured
-        return traced()
+        return traced(self)
 
     setattr(cls, _DYNAMO_INLINE, property(inline))
 

@@ -16,9 +16,11 @@ from collections.abc import Callable
 
 import torch
 
-from kl_guard import _check, _compat_compile, _locks, _reporting, _sites
+from kl_guard import _check, _compat_compile, _family_check, _locks, _reporting, _sites
 from kl_guard._config import Config, Mode
+from kl_guard._contract import CONTRACTS, KL_DIV
 from kl_guard._diagnosis import argument_findings
+from kl_guard._family_rules import FamilyCall
 from kl_guard._findings import Finding
 from kl_guard._messages import Diagnosis
 from kl_guard._signature import Api, Call
@@ -62,9 +64,13 @@ class _TraceReports:
 _trace_reports = _TraceReports()
 
 
-def trace_findings(call: Call | None, site: CallSite | None) -> list[Finding]:
+def argument_findings_of(call: Call | None) -> list[Diagnosis]:
+    """What a traced kl_div call's arguments alone say, at trace time."""
+    return [d for d in (argument_findings(call) if call else []) if d.code in TRACE_TIME_CODES]
+
+
+def trace_findings(diagnoses: list[Diagnosis], site: CallSite | None) -> list[Finding]:
     """The findings of a traced call not yet reported in this compilation."""
-    diagnoses = [d for d in (argument_findings(call) if call else []) if d.code in TRACE_TIME_CODES]
     return _reporting.attribute(_trace_reports.first(diagnoses, site), site)
 
 
@@ -78,15 +84,17 @@ def trace_config(config: Config) -> Config:
 
 @dataclasses.dataclass(frozen=True)
 class TracedCall:
-    """A kl_div call in a compiled graph, as dynamo saw it: where, and its
-    arguments other than the tensors. The tensors' ``requires_grad`` and the
-    grad mode are the program's: the graph runs its forward without grad."""
+    """A loss call in a compiled graph, as dynamo saw it: which loss, where, and
+    its arguments other than the tensors (a weight as whether one is given). The
+    tensors' ``requires_grad`` and the grad mode are the program's: the graph runs
+    its forward without grad."""
 
     site: _sites.CallSite | None
     api: Api
     arguments: tuple[tuple[str, object], ...]
     requires_grad: tuple[bool, bool]  # input's, target's
     grad_enabled: bool
+    loss: str = KL_DIV.name
 
 
 class _TracedCalls:
@@ -108,15 +116,13 @@ class _TracedCalls:
 
 TRACED = _TracedCalls()
 
-# nn.KLDivLoss.forward, whose F.kl_div call is the module's
+# the losses' modules' forward, whose F.kl_div (F.cross_entropy...) call is the module's
 _LOSS_MODULE_FILE = os.path.join("torch", "nn", "modules", "loss.py")
 
 
 def site_token(
-    reduction: object,
-    log_target: object,
-    size_average: object,
-    reduce: object,
+    loss: str,
+    arguments: tuple[tuple[str, object], ...],
     requires_grad: tuple[bool, bool],
     grad_enabled: bool,
 ) -> int:
@@ -131,18 +137,12 @@ def site_token(
     located = _reporting.safely(_located)
     if located is None:
         return -1
-    arguments = (
-        ("reduction", reduction),
-        ("log_target", log_target),
-        ("size_average", size_average),
-        ("reduce", reduce),
-    )
-    return TRACED.token(TracedCall(*located, arguments, requires_grad, grad_enabled))
+    return TRACED.token(TracedCall(*located, arguments, requires_grad, grad_enabled, loss))
 
 
 def _located() -> tuple[_sites.CallSite | None, Api]:
-    """The user's line that calls kl_div where dynamo traces, and whether it
-    calls it through nn.KLDivLoss; else the compiled function's caller."""
+    """The user's line that calls the loss where dynamo traces, and whether it
+    calls it through its module (``nn.KLDivLoss``...); else the compiled function's caller."""
     stack = _compat_compile.traced_stack()
     for i in range(len(stack) - 1, -1, -1):
         filename, lineno, _ = stack[i]
@@ -153,8 +153,14 @@ def _located() -> tuple[_sites.CallSite | None, Api]:
     return _sites.site_of(_sites.user_frame(1)), "function"
 
 
-def traced_call(traced: TracedCall, input: torch.Tensor, target: torch.Tensor) -> Call | None:
-    """The :class:`Call` of a traced call, from the tensors the graph computed."""
+def traced_call(
+    traced: TracedCall, input: torch.Tensor, target: torch.Tensor
+) -> Call | FamilyCall | None:
+    """The call of a traced call, from the tensors the graph computed."""
+    if traced.loss != KL_DIV.name:
+        contract = next(c for c in CONTRACTS if c.name == traced.loss)
+        bound = {"input": input, "target": target, **dict(traced.arguments)}
+        return _family_check.describe(contract, bound, traced.api)
     call = _check.describe(input, target, api=traced.api, **dict(traced.arguments))
     if call is None or (
         (call.input.requires_grad, call.target.requires_grad) == traced.requires_grad

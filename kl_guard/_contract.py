@@ -88,6 +88,14 @@ class LossContract:
     legacy: tuple[str, ...] = ("size_average", "reduce")
     #: what the loss applies to its input itself (None: nothing)
     applies: str | None = None
+    #: the codes the runtime guard reports for this loss: one patched only where
+    #: a layer selects one of them
+    codes: tuple[str, ...] = ()
+    #: the ATen op on ``torch`` is patched too (``torch.kl_div``); the family's
+    #: ops are private (``torch._C._nn``) and left alone
+    op: bool = False
+    #: the class dimension holds the distribution (else the loss is elementwise)
+    classes: bool = True
 
     @property
     def function(self) -> str:
@@ -127,10 +135,13 @@ KL_DIV = LossContract(
     # torch.kl_div(input, target, reduction=1, *, log_target=False)
     op_parameters=("input", "target", "reduction"),
     op_defaults={"reduction": 1, "log_target": False},
+    codes=tuple(f"KLG00{n}" for n in range(1, 10)),
+    op=True,
 )
 
-# The loss family (issue 21). Their contracts are read by the linter today;
-# the runtime guard checks kl_div alone so far. NONNEG is what a sigmoid makes.
+# The loss family. ``misuse`` is what the linter reads from the source (a
+# softmax or a sigmoid, NONNEG); the runtime reads values, and reports only
+# where the evidence (docs/evidence.md) separates misuse from correct code.
 _TARGET = Argument("target", Space.UNKNOWN)  # class indices, or soft targets
 
 NLL_LOSS = LossContract(
@@ -150,6 +161,7 @@ NLL_LOSS = LossContract(
         Argument("input", Space.LOGPROB, misuse={Space.PROB: "KLG011", Space.NONNEG: "KLG011"}),
         _TARGET,
     ),
+    codes=("KLG011",),
 )
 
 CROSS_ENTROPY = LossContract(
@@ -161,10 +173,14 @@ CROSS_ENTROPY = LossContract(
     # raw logits; log-probabilities are correct too (cross_entropy normalizes again)
     arguments=(
         Argument("input", Space.SIGNED, misuse={Space.PROB: "KLG010", Space.NONNEG: "KLG010"}),
-        _TARGET,
+        Argument("target", Space.PROB),  # soft targets; class indices have no space
     ),
     applies="log_softmax",
+    codes=("KLG010", "KLG013", "KLG015"),
 )
+
+# a probability per element: labels in {0, 1}, soft labels, resized masks
+_BINARY_TARGET = Argument("target", Space.PROB)
 
 BCE_WITH_LOGITS = LossContract(
     name="binary_cross_entropy_with_logits",
@@ -181,11 +197,16 @@ BCE_WITH_LOGITS = LossContract(
     defaults={"weight": None, "reduction": "mean", "pos_weight": None},
     arguments=(
         Argument("input", Space.SIGNED, misuse={Space.NONNEG: "KLG012", Space.PROB: "KLG012"}),
-        _TARGET,
+        _BINARY_TARGET,
     ),
     applies="the sigmoid",
+    codes=("KLG012", "KLG014"),
+    classes=False,
 )
 
 #: The losses the linter reads by their contract alone (KL has rules of its own).
 FAMILY = (CROSS_ENTROPY, NLL_LOSS, BCE_WITH_LOGITS)
+#: Every loss the runtime guard patches. binary_cross_entropy is not one: torch
+#: raises itself on any input or target outside [0, 1] (NaN too), in every dtype
+#: and reduction, on 2.6 to 2.15 (docs/evidence.md, question 5).
 CONTRACTS = (KL_DIV, *FAMILY)

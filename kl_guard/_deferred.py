@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from kl_guard import _check, _reporting
+from kl_guard import _check, _family_check, _reporting
 from kl_guard._config import Config, Mode
 from kl_guard._findings import Finding
 from kl_guard._sites import CallSite
@@ -25,7 +25,7 @@ LIMIT = 64
 
 @dataclasses.dataclass
 class _Pending:
-    measurement: _check.Measurement
+    measurement: _check.Measurement | _family_check.Measurement
     host: torch.Tensor
     event: Any
     config: Config
@@ -53,7 +53,7 @@ def defers(input: Any, config: Config) -> bool:
 
 
 def defer(
-    measurement: _check.Measurement,
+    measurement: _check.Measurement | _family_check.Measurement,
     config: Config,
     records: tuple[_reporting.Record, ...],
     site: CallSite | None,
@@ -101,9 +101,7 @@ def _conclude(item: _Pending) -> list[Finding]:
     if item.event is not None:
         item.event.synchronize()
     values = item.host.tolist() if item.measurement.layout is not None else None
-    stats, loss = _check.conclude(item.measurement, values)
-    diagnoses = _check.diagnose(item.measurement.call, stats, loss)
-    return _reporting.attribute(diagnoses, item.site)
+    return _reporting.attribute(item.measurement.diagnose(values), item.site)
 
 
 def forget() -> None:

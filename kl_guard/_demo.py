@@ -82,6 +82,36 @@ PITFALLS = [
         'nn.KLDivLoss(reduction="batchmean")(F.log_softmax(student, 1), F.softmax(t, 1))',
     ),
     Pitfall(
+        "Softmax before cross_entropy, which applies log_softmax itself",
+        "F.cross_entropy(F.softmax(s, 1), y)",
+        "F.cross_entropy(s, y)",
+    ),
+    Pitfall(
+        "Raw logits into nll_loss, which wants log-probabilities",
+        "F.nll_loss(s, y)",
+        "F.nll_loss(F.log_softmax(s, 1), y)",
+    ),
+    Pitfall(
+        "A teacher's log-probabilities as cross_entropy's soft target",
+        "F.cross_entropy(s, F.log_softmax(t, 1))",
+        "F.cross_entropy(s, F.softmax(t, 1))",
+    ),
+    Pitfall(
+        "One logit per sample into cross_entropy: the loss is 0 whatever the model does",
+        "F.cross_entropy(s[:, :1], y1)",
+        "F.binary_cross_entropy_with_logits(s[:, :1], y1)",
+    ),
+    Pitfall(
+        "A sigmoid before BCEWithLogitsLoss, once the model is confident",
+        "nn.BCEWithLogitsLoss()(torch.sigmoid(z), zy)",
+        "nn.BCEWithLogitsLoss()(z, zy)",
+    ),
+    Pitfall(
+        "Labels in {-1, 1} for binary cross-entropy",
+        "F.binary_cross_entropy_with_logits(z, 2 * zy - 1)",
+        "F.binary_cross_entropy_with_logits(z, zy)",
+    ),
+    Pitfall(
         "Correct as it is: token distributions [B, T, V] with masked padding rows",
         'F.kl_div(F.log_softmax(seq_s, -1), seq_t, reduction="sum") / n_tokens',
         None,
@@ -99,9 +129,15 @@ def namespace(seed: int = 0) -> dict[str, Any]:
     seq_t = torch.softmax(torch.randn(2, 4, 6, generator=g), dim=-1)
     seq_t[:, 2:] = 0
     student = torch.randn(8, 5, generator=g, requires_grad=True)
+    z = 12 * torch.randn(64, 8, generator=g)  # a confident binary model's logits
     return {
+        "torch": torch,
         "F": F,
         "nn": nn,
+        "y": torch.randint(0, 5, (8,), generator=g),
+        "y1": torch.randint(0, 2, (8, 1), generator=g).float(),
+        "z": z,
+        "zy": (z > 0).float(),
         "s": s,
         "t": t,
         "seq_s": seq_s,
@@ -122,7 +158,8 @@ def run(out: TextIO) -> int:
     out.write(
         'kl_guard demo: each call below runs under kl_guard.guard(mode="raise", select="ALL")\n'
         "(ALL: every code, the opt-in KLG008 included).\n"
-        "s and t are student and teacher logits of 8 samples over 5 classes.\n"
+        "s and t are student and teacher logits of 8 samples over 5 classes, y their labels;\n"
+        "z holds a confident binary model's logits (64 samples, 8 labels each), zy its labels.\n"
     )
     caught = 0
     for number, pitfall in enumerate(PITFALLS, 1):

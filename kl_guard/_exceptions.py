@@ -49,6 +49,30 @@ class KLG009Warning(KLGuardWarning):
     code = "KLG009"
 
 
+class KLG010Warning(KLGuardWarning):
+    code = "KLG010"
+
+
+class KLG011Warning(KLGuardWarning):
+    code = "KLG011"
+
+
+class KLG012Warning(KLGuardWarning):
+    code = "KLG012"
+
+
+class KLG013Warning(KLGuardWarning):
+    code = "KLG013"
+
+
+class KLG014Warning(KLGuardWarning):
+    code = "KLG014"
+
+
+class KLG015Warning(KLGuardWarning):
+    code = "KLG015"
+
+
 WARNING_CATEGORIES: dict[str, type[KLGuardWarning]] = {
     cls.code: cls
     for cls in (
@@ -61,6 +85,12 @@ WARNING_CATEGORIES: dict[str, type[KLGuardWarning]] = {
         KLG007Warning,
         KLG008Warning,
         KLG009Warning,
+        KLG010Warning,
+        KLG011Warning,
+        KLG012Warning,
+        KLG013Warning,
+        KLG014Warning,
+        KLG015Warning,
     )
 }
 

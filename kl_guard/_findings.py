@@ -52,7 +52,7 @@ class Finding:
 
 @dataclasses.dataclass(frozen=True)
 class Counts:
-    """The KL calls a layer saw: ``seen`` in all, ``checked`` from their tensors,
+    """The loss calls a layer saw: ``seen`` in all, ``checked`` from their tensors,
     ``traced`` from their arguments only (while torch.compile or torch.export
     traced them: the compiled code never calls kl_guard). Calls let through
     by the schedule are ``seen - checked - traced``.

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from kl_guard import _compat, _deferred, _percall, _recorder, _reporting
 from kl_guard._config import Config, Mode, Options, configure, default_config
+from kl_guard._contract import FAMILY, KL_DIV, LossContract
 from kl_guard._findings import Counts, Finding
 from kl_guard._patch import PATCH
 
@@ -56,7 +57,7 @@ class _Layers:
             PATCH.remove()
             return
         _recorder.register()
-        PATCH.apply({"call": _percall.wrapper, "built": _percall.built_wrapper})
+        PATCH.apply({"call": _percall.wrapper, "built": _percall.built_wrapper}, _guarded(layers))
         top = layers[0]
         _percall.ACTIVE.view = (
             None
@@ -66,6 +67,16 @@ class _Layers:
 
 
 _LAYERS = _Layers()
+
+
+def _guarded(layers: list[_Layer]) -> tuple[LossContract, ...]:
+    """kl_div, and each other loss one of whose codes an active layer reports:
+    a loss none of whose codes is selected is not patched, and costs nothing."""
+    return (KL_DIV,) + tuple(
+        contract
+        for contract in FAMILY
+        if any(layer.config.enabled(code) for layer in layers for code in contract.codes)
+    )
 
 
 def _schedule(config: Config) -> tuple[int | None, int, int]:
@@ -132,7 +143,7 @@ def findings() -> list[Finding]:
 
 
 def counts() -> Counts:
-    """The KL calls seen since :func:`install`: in all, checked, traced."""
+    """The loss calls seen since :func:`install`: in all, checked, traced."""
     base = _LAYERS.base
     return base.counts() if base else Counts()
 
@@ -147,7 +158,7 @@ def reset() -> None:
 
 
 class Guard:
-    """Checks KL calls while active: a context manager, a decorator, or start()/stop().
+    """Checks loss calls while active: a context manager, a decorator, or start()/stop().
 
     Options left out are inherited from the enclosing ``install()`` or guard
     when it starts. Guards nest; ``stop()`` restores exactly the state before
@@ -180,7 +191,7 @@ class Guard:
 
     @property
     def counts(self) -> Counts:
-        """The KL calls the block saw so far: in all, checked from their tensors,
+        """The loss calls the block saw so far: in all, checked from their tensors,
         and traced (checked from their arguments only)."""
         layer = self._layer or self._last
         return layer.counts() if layer else Counts()

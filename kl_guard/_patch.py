@@ -22,20 +22,27 @@ from typing import Any
 import wrapt
 
 from kl_guard import _compat, _compat_compile, _locks
-from kl_guard._contract import KL_DIV
+from kl_guard._contract import KL_DIV, LossContract
 
 #: ``F.kl_div``, and the op it calls (``torch.kl_div``), by (module, attribute path).
 FUNCTIONAL = ("torch.nn.functional", KL_DIV.name)
 OP = ("torch", KL_DIV.name)
 
-#: Each entry point of the contract: (module, attribute path, role). The "call"
-#: targets are checked; "built" sees each ``nn.KLDivLoss`` constructed.
-TARGETS = (
-    (*FUNCTIONAL, "call"),
-    (*OP, "call"),
-    ("torch.nn.modules.loss", f"{KL_DIV.module}.forward", "call"),
-    ("torch.nn.modules.loss", f"{KL_DIV.module}.__init__", "built"),
-)
+
+def targets(contract: LossContract) -> tuple[tuple[str, str, str], ...]:
+    """The entry points of a loss: (module, attribute path, role). The "call"
+    targets are checked; "built" sees each ``nn.KLDivLoss`` constructed."""
+    out = [("torch.nn.functional", contract.name, "call")]
+    if contract.op:
+        out.append(("torch", contract.name, "call"))
+    out.append(("torch.nn.modules.loss", f"{contract.module}.forward", "call"))
+    if contract is KL_DIV:
+        out.append(("torch.nn.modules.loss", f"{KL_DIV.module}.__init__", "built"))
+    return tuple(out)
+
+
+#: kl_div's entry points, patched whenever kl_guard is on.
+TARGETS = targets(KL_DIV)
 
 #: Packages whose module globals keep the original function: torch's own code
 #: calls it through the module attribute (or must not be checked), kl_guard's
@@ -123,6 +130,7 @@ class _Applied:
     original: Any
     callee: Any  # what the wrapper calls: the original, or F.kl_div's copy
     wrapper: Any
+    contract: LossContract
     # wrapt tests ``enabled`` on every call before calling the wrapper: a
     # list's truth is a C-level test, and ``switch.clear()`` turns ours off.
     switch: list[bool] = dataclasses.field(default_factory=lambda: [True])
@@ -148,11 +156,15 @@ def wrap(
 
 
 class Patch:
-    """The wrappers on :data:`TARGETS`, on while any kl_guard layer is active."""
+    """The wrappers on the entry points of the losses guarded, on while any kl_guard
+    layer is active: kl_div's always, each other loss's while a layer selects one of
+    its codes."""
 
     def __init__(self) -> None:
         self.lock = _locks.Lock(reentrant=True)
         self._applied: list[_Applied] = []
+        #: the loss of each function a wrapper calls (a module's forward by its function)
+        self.contracts: dict[object, LossContract] = {}
         #: the op the patch on ``torch.kl_div`` calls (None when it is not patched):
         #: ``wrapped`` is this object exactly when the wrapper runs for a direct call
         self.op: object = None
@@ -163,25 +175,54 @@ class Patch:
     def on(self) -> bool:
         return bool(self._applied)
 
-    def apply(self, wrappers: Mapping[str, Callable[..., Any]]) -> None:
-        """Wrap every target with the wrapper of its role (lock held; a no-op when on).
+    @property
+    def losses(self) -> tuple[LossContract, ...]:
+        """The losses patched now, in the order they were."""
+        return tuple(dict.fromkeys(a.contract for a in self._applied))
+
+    def contract_of(self, wrapped: object) -> LossContract:
+        """The loss a wrapper's ``wrapped`` (a function, the op, a bound forward) computes."""
+        return self.contracts.get(getattr(wrapped, "__func__", wrapped), KL_DIV)
+
+    def apply(
+        self,
+        wrappers: Mapping[str, Callable[..., Any]],
+        losses: tuple[LossContract, ...] = (KL_DIV,),
+    ) -> None:
+        """Wrap the targets of ``losses`` with the wrapper of each role (lock held;
+        a no-op when those are on already).
 
         ``torch.kl_div`` is patched only where ``F.kl_div``'s own call of it
         can pass the patch by (``_compat.calling_op``): else every
         ``F.kl_div`` call would pay for a second wrapper.
         """
-        if self._applied:
+        if self._applied and self.losses == losses:
             return
+        if self._applied:
+            self.remove()
+        for contract in losses:
+            self._apply(wrappers, contract)
+        # torch's 'mean' warning names the frame that called F.kl_div: for a
+        # patched call, one of the wrapper's own module
+        self._mean_warning = _mean_warning(wrappers["call"].__module__)
+        self.filter_mean_warning()
+
+    def _apply(self, wrappers: Mapping[str, Callable[..., Any]], contract: LossContract) -> None:
         op = wrapt.resolve_path(*OP)[2]
-        functional = _compat.calling_op(wrapt.resolve_path(*FUNCTIONAL)[2], op)
-        for module, name, role in TARGETS:
+        functional = (
+            _compat.calling_op(wrapt.resolve_path(*FUNCTIONAL)[2], op)
+            if contract is KL_DIV
+            else None
+        )
+        for module, name, role in targets(contract):
             if (module, name) == OP and functional is None:
                 _unchecked_op("F.kl_div is not torch's plain function here (another tool wraps it)")
                 continue
             owner, attribute, original = wrapt.resolve_path(module, name)
             callee = functional if (module, name) == FUNCTIONAL and functional else original
-            applied = _Applied((module, name), owner, attribute, original, callee, None)
+            applied = _Applied((module, name), owner, attribute, original, callee, None, contract)
             applied.wrapper = wrap(owner, original, wrappers[role], applied.switch, callee)
+            applied.wrapper._self_contract = contract
             if (module, name) == OP and not _compat.script_as_op(applied.wrapper, original):
                 _unchecked_op("TorchScript's table of builtins cannot be reached on this torch")
                 continue
@@ -189,14 +230,11 @@ class Patch:
                 callee.__globals__[attribute] = applied.wrapper
             wrapt.apply_patch(owner, attribute, applied.wrapper)
             self._applied.append(applied)
+            self.contracts[callee] = contract
             if (module, name) == OP:
                 self.op = original
             if inspect.ismodule(owner):
                 rebind(original, applied.wrapper)
-        # torch's 'mean' warning names the frame that called F.kl_div: for a
-        # patched call, one of the wrapper's own module
-        self._mean_warning = _mean_warning(wrappers["call"].__module__)
-        self.filter_mean_warning()
 
     def callee(self, path: tuple[str, str]) -> Callable[..., Any] | None:
         """What the wrapper at ``path`` (module, attribute path) calls (None when off)."""
@@ -217,6 +255,7 @@ class Patch:
                 _compat.unscript(applied.wrapper)
             applied.switch.clear()
         self._applied.clear()
+        self.contracts.clear()
         self.op = None
         _unfilter_mean_warning(self._mean_warning)
         _compat_compile.forget_dynamo_rules()

@@ -21,14 +21,23 @@ from typing import Any, NamedTuple
 
 import torch
 
-from kl_guard import _arguments, _check, _compat, _compiled, _deferred, _patch, _reporting, _sites
+from kl_guard import (
+    _arguments,
+    _checking,
+    _compat,
+    _compiled,
+    _deferred,
+    _patch,
+    _reporting,
+    _sites,
+)
 from kl_guard._compat_compile import compiler as _compiler
 from kl_guard._config import Config
 from kl_guard._diagnosis import construction_findings
+from kl_guard._family_rules import FamilyCall, shape_findings
 from kl_guard._findings import Counts, Finding
 from kl_guard._patch import PATCH
 from kl_guard._policy import ScheduleTable, SiteSchedule
-from kl_guard._signature import Call
 from kl_guard._sites import CallSite
 
 Wrapped = Callable[..., Any]
@@ -261,8 +270,7 @@ def _checked_call(
     result = _call(wrapped, instance, args, kwargs)
     if prepared is None:  # half prepared: leave the call alone
         return result
-    op = wrapped is PATCH.op
-    outcome = _reporting.safely(_findings_of, args, kwargs, instance, op, view, result, frame)
+    outcome = _reporting.safely(_findings_of, args, kwargs, instance, wrapped, view, result, frame)
     if outcome is not None and outcome[0]:
         _reporting.report(outcome[0], view.config, view.records, outcome[1])
     return result
@@ -312,7 +320,9 @@ def _traced_findings(
     call = _compiled.traced_call(traced, input, target)
     if call is None:
         return [], None
-    return _findings_at(call, input, target, loss, view, traced.site, None)
+    return _checking.findings_at(
+        call, input, target, loss, view.config, view.records, traced.site, None
+    )
 
 
 def _prepare() -> bool:
@@ -326,52 +336,35 @@ def _findings_of(
     args: Args,
     kwargs: Kwargs,
     instance: Any,
-    op: bool,
+    wrapped: Wrapped,
     view: View,
     result: Any,
     frame: FrameType | None,
 ) -> tuple[list[Finding], CallSite | None]:
     """The findings of a checked call, now, or none yet when its check is deferred."""
-    call, bound = _arguments.call_of(args, kwargs, instance, op)
+    call, bound = _checking.call_of(
+        PATCH.contract_of(wrapped), args, kwargs, instance, wrapped is PATCH.op
+    )
     if call is None:
         return [], None
-    return _findings_at(call, bound["input"], bound["target"], result, view, frame, instance)
-
-
-def _findings_at(
-    call: Call,
-    input: Any,
-    target: Any,
-    result: Any,
-    view: View,
-    where: FrameType | CallSite | None,
-    module: object,
-) -> tuple[list[Finding], CallSite | None]:
-    config = view.config
-    if _deferred.defers(input, config):
-        # the site, not the frame: the caller's frame holds its tensors
-        site = _site(where, module)
-        measurement = _check.measure(
-            call, input, target, result, sample_rows=config.sample_rows, dims=_check.all_dims(call)
-        )
-        _deferred.defer(measurement, config, view.records, site)
-        return [], site
-    diagnoses = _check.examine(call, input, target, result, sample_rows=config.sample_rows)
-    if not diagnoses:
-        return [], None  # a correct call: no site to look up (its line number is a decode)
-    site = _site(where, module)
-    return _reporting.attribute(diagnoses, site), site
-
-
-def _site(where: FrameType | CallSite | None, module: object) -> CallSite | None:
-    return where if isinstance(where, CallSite) else _sites.site_of(where, module)
+    return _checking.findings_at(
+        call,
+        bound["input"],
+        bound["target"],
+        result,
+        view.config,
+        view.records,
+        frame,
+        instance,
+        bound,
+    )
 
 
 def _traced_call(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs, view: View) -> Any:
     """A call run by a tracing pass of torch.compile or torch.export (see ``_compiled``)."""
     __tracebackhide__ = True  # see _reporting.emit
     view.schedule.traced += 1
-    outcome = _reporting.safely(_trace, args, kwargs, instance, wrapped is PATCH.op)
+    outcome = _reporting.safely(_trace, args, kwargs, instance, wrapped)
     if outcome is not None and outcome[0]:
         config = _compiled.trace_config(view.config)
         _reporting.report(outcome[0], config, view.records, outcome[1])
@@ -379,9 +372,13 @@ def _traced_call(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs, vi
 
 
 def _trace(
-    args: Args, kwargs: Kwargs, instance: Any, op: bool
+    args: Args, kwargs: Kwargs, instance: Any, wrapped: Wrapped
 ) -> tuple[list[Finding], CallSite | None]:
     PATCH.filter_mean_warning()
-    call, _ = _arguments.call_of(args, kwargs, instance, op)
+    call, _ = _checking.call_of(
+        PATCH.contract_of(wrapped), args, kwargs, instance, wrapped is PATCH.op
+    )
     site = _sites.site_of(_sites.user_frame(1))
-    return _compiled.trace_findings(call, site), site
+    if isinstance(call, FamilyCall):
+        return _compiled.trace_findings(shape_findings(call), site), site
+    return _compiled.trace_findings(_compiled.argument_findings_of(call), site), site

@@ -215,7 +215,7 @@ def _findings(config: pytest.Config) -> list[Finding]:
 
 
 def _counts(config: pytest.Config) -> Counts:
-    """The KL calls of this session's tests, its workers' included."""
+    """The loss calls of this session's tests, its workers' included."""
     session = config.stash[_SESSION]
     if session.layer is None:
         return Counts()

@@ -1,7 +1,10 @@
-"""The recorder: a kl_div call in a compiled graph, checked after the graph computes its loss.
+"""The recorder: a loss call in a compiled graph, checked after the graph computes its loss.
 
 dynamo traces :func:`traced` in place of the patched ``F.kl_div``
-(``_compat_compile.trace_instead``): torch's kl_div as one node, then the operator
+(``_compat_compile.trace_instead``), and a loss of the family's traced
+function (:func:`family_traced`) in place of its patched ``F.cross_entropy``...:
+torch's loss (kl_div as one node, the others as dynamo traces them without
+kl_guard), then the operator
 ``kl_guard::record``, which no pass removes, reorders before the loss or fuses.
 It takes a constant token naming the kl_div line (``_compiled.site_token``,
 while dynamo traces) and the call's tensors, which the graph has computed
@@ -18,7 +21,17 @@ from typing import Any
 
 import torch
 
-from kl_guard import _arguments, _compat_compile, _compiled, _locks, _patch, _percall, _reporting
+from kl_guard import (
+    _arguments,
+    _compat_compile,
+    _compiled,
+    _family_check,
+    _locks,
+    _patch,
+    _percall,
+    _reporting,
+)
+from kl_guard._contract import FAMILY, KL_DIV, LossContract
 
 _lock = _locks.Lock()
 _defined: list[bool] = []
@@ -58,17 +71,18 @@ def _no_record(token: int, input: torch.Tensor, target: torch.Tensor, loss: torc
     return None
 
 
-def _prepared() -> Callable[..., Any]:
-    """:func:`traced`, once what it calls is registered with dynamo (which asks
-    for it when it traces, and when it checks a compiled graph's guards)."""
-    if _prepared_for_dynamo:
-        return traced
-    with _lock:
-        if not _prepared_for_dynamo:
-            torch.compiler.allow_in_graph(_percall.torch_kl_div)  # type: ignore[no-untyped-call]
-            torch.compiler.assume_constant_result(_compiled.site_token)  # type: ignore[no-untyped-call]
-            _prepared_for_dynamo.append(True)
-    return traced
+def _prepared(wrapper: Any) -> Callable[..., Any]:
+    """What dynamo traces for ``wrapper``, once what it calls is registered with
+    dynamo (which asks for it when it traces, and when it checks a compiled
+    graph's guards)."""
+    if not _prepared_for_dynamo:
+        with _lock:
+            if not _prepared_for_dynamo:
+                torch.compiler.allow_in_graph(_percall.torch_kl_div)  # type: ignore[no-untyped-call]
+                torch.compiler.assume_constant_result(_compiled.site_token)  # type: ignore[no-untyped-call]
+                _prepared_for_dynamo.append(True)
+    contract = getattr(wrapper, "_self_contract", KL_DIV)
+    return traced if contract is KL_DIV else _FAMILY_TRACED[contract.name]
 
 
 def traced(*args: Any, **kwargs: Any) -> Any:
@@ -82,14 +96,60 @@ def traced(*args: Any, **kwargs: Any) -> Any:
         and isinstance(loss, torch.Tensor)
     ):
         return loss
+    arguments = (
+        ("reduction", bound["reduction"]),
+        ("log_target", bound["log_target"]),
+        ("size_average", bound["size_average"]),
+        ("reduce", bound["reduce"]),
+    )
+    _record_call(KL_DIV, arguments, input, target, loss)
+    return loss
+
+
+def _record_call(
+    contract: LossContract,
+    arguments: tuple[tuple[str, object], ...],
+    input: torch.Tensor,
+    target: torch.Tensor,
+    loss: torch.Tensor,
+) -> None:
     token = _compiled.site_token(
-        bound["reduction"],
-        bound["log_target"],
-        bound["size_average"],
-        bound["reduce"],
+        contract.name,
+        arguments,
         (input.requires_grad, target.requires_grad),
         torch.is_grad_enabled(),
     )
     if token >= 0:
         torch.ops.kl_guard.record(token, input.detach(), target.detach(), loss.detach())
-    return loss
+
+
+def family_traced(contract: LossContract) -> Callable[..., Any]:
+    """What dynamo traces for a call of the patched function of ``contract``:
+    torch's own function, then the record of its tensors and settings."""
+    path = ("torch.nn.functional", contract.name)
+
+    def traced_loss(*args: Any, **kwargs: Any) -> Any:
+        function = _patch.PATCH.callee(path) or getattr(torch.nn.functional, contract.name)
+        loss = function(*args, **kwargs)
+        bound = _family_check.bind(contract, args, kwargs, None)
+        input, target = bound.get("input"), bound.get("target")
+        if (
+            isinstance(input, torch.Tensor)
+            and isinstance(target, torch.Tensor)
+            and isinstance(loss, torch.Tensor)
+        ):
+            arguments = (
+                ("reduction", bound.get("reduction")),
+                ("size_average", bound.get("size_average")),
+                ("reduce", bound.get("reduce")),
+                # a weight is no constant of the graph: whether one is given is
+                ("weight", None if bound.get("weight") is None else "given"),
+            )
+            _record_call(contract, arguments, input, target, loss)
+        return loss
+
+    traced_loss.__qualname__ = f"traced_{contract.name}"
+    return traced_loss
+
+
+_FAMILY_TRACED = {contract.name: family_traced(contract) for contract in FAMILY}

@@ -263,7 +263,7 @@ def _summarize(
 
 
 def _process_lines(processes: Sequence[_processes.Process]) -> list[str]:
-    """A line per process that saw a KL call or did not write its whole record; one line
+    """A line per process that saw a loss call or did not write its whole record; one line
     for the rest (DataLoader workers, launchers)."""
     labels = [p.label() for p in processes]
     shared = {label for label in labels if labels.count(label) > 1}
@@ -281,7 +281,7 @@ def _process_lines(processes: Sequence[_processes.Process]) -> list[str]:
             quiet.append(label)
     if quiet:
         shown = ", ".join(quiet[:_SHOWN]) + (", ..." if len(quiet) > _SHOWN else "")
-        lines.append(f"{plural(len(quiet), 'process')} saw no KL call: {shown}")
+        lines.append(f"{plural(len(quiet), 'process')} saw no loss call: {shown}")
     return lines
 
 

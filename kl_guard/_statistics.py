@@ -52,7 +52,7 @@ def rows_for(size: int, sample_rows: int) -> int:
 
 
 @functools.lru_cache(maxsize=256)
-def _flat_row_index(total: int, k: int, device: torch.device) -> torch.Tensor:
+def flat_index(total: int, k: int, device: torch.device) -> torch.Tensor:
     """Indices of ``k`` evenly spaced rows out of ``total``, first and last included.
 
     Built with arithmetic on the device, so no host-to-device copy (and no
@@ -69,8 +69,8 @@ def _flat_row_index(total: int, k: int, device: torch.device) -> torch.Tensor:
 def _row_index(
     other_shape: tuple[int, ...], k: int, device: torch.device
 ) -> tuple[torch.Tensor, ...]:
-    """The rows of :func:`_flat_row_index` as multi-indices into ``other_shape``."""
-    flat = _flat_row_index(math.prod(other_shape), k, device)
+    """The rows of :func:`flat_index` as multi-indices into ``other_shape``."""
+    flat = flat_index(math.prod(other_shape), k, device)
     per_dim: list[torch.Tensor] = []
     for size in reversed(other_shape):
         per_dim.append(flat % size)
@@ -89,14 +89,14 @@ def sample_fibers(x: torch.Tensor, dim: int, k: int) -> torch.Tensor:
         if x.shape[0] <= k:
             return x  # the common [N, C] call, small enough to read whole: no copy, no kernel
         # index_select, a single kernel: a quarter of what advanced indexing costs
-        return x.index_select(0, _flat_row_index(x.shape[0], k, x.device))
+        return x.index_select(0, flat_index(x.shape[0], k, x.device))
     moved = x.movedim(dim, -1)
     other = tuple(moved.shape[:-1])
     total = math.prod(other)
     if total <= k:
         return moved.reshape(total, moved.shape[-1])
     if last and x.is_contiguous():  # a view as [total, size]: no copy
-        return x.view(total, x.shape[-1]).index_select(0, _flat_row_index(total, k, x.device))
+        return x.view(total, x.shape[-1]).index_select(0, flat_index(total, k, x.device))
     return moved[_row_index(other, k, x.device)]
 
 
@@ -138,24 +138,27 @@ def compute(
             pair = torch.stack((sample_fibers(input, dim, k), sample_fibers(target, dim, k)))
             if pair.dtype != dtype:
                 pair = pair.to(dtype)
-            # One stack of the [2, rows] statistics: fewer kernels than
-            # flattening and concatenating each, which is what small calls pay for.
-            parts.append(
-                torch.stack(
-                    (
-                        pair.amin(-1),
-                        pair.amax(-1),
-                        pair.sum(-1),
-                        torch.logsumexp(pair, -1),
-                        _on_grid(pair, torch.bfloat16),
-                        _on_grid(pair, torch.float16),
-                    )
-                ).flatten()
-            )
+            parts.append(row_stats(pair).flatten())
             if loss is not None:
                 parts.append(sample_fibers(loss, dim, k).to(dtype).sum(-1))
         packed = parts[0] if len(parts) == 1 else torch.cat(parts)
         return packed.to(torch.float32)
+
+
+def row_stats(rows: torch.Tensor) -> torch.Tensor:
+    """The :data:`ROW_STATS` of each row of ``rows`` (``[..., rows, size]``), as one
+    ``[6, ..., rows]`` stack: fewer kernels than flattening and concatenating each,
+    which is what small calls pay for."""
+    return torch.stack(
+        (
+            rows.amin(-1),
+            rows.amax(-1),
+            rows.sum(-1),
+            torch.logsumexp(rows, -1),
+            _on_grid(rows, torch.bfloat16),
+            _on_grid(rows, torch.float16),
+        )
+    )
 
 
 def _on_grid(rows: torch.Tensor, half: torch.dtype) -> torch.Tensor:
@@ -207,7 +210,7 @@ def screen(
     return sums, least, i.amax() if input_max else None, t.amax() if target_max else None
 
 
-def _range_of(values: Sequence[float]) -> Range:
+def range_of(values: Sequence[float]) -> Range:
     if not values:
         return Range(math.inf, -math.inf)
     total = sum(values)
@@ -259,9 +262,9 @@ def unpack(values: Sequence[float], layout: Layout) -> dict[int, DimStats]:
             which: int, stat: dict[str, tuple[Sequence[float], Sequence[float]]] = stat
         ) -> SideStats:
             return SideStats(
-                row_sum=_range_of(stat["row_sum"][which]),
-                logsumexp=_range_of(stat["logsumexp"][which]),
-                value=Range(_range_of(stat["min"][which]).lo, _range_of(stat["max"][which]).hi),
+                row_sum=range_of(stat["row_sum"][which]),
+                logsumexp=range_of(stat["logsumexp"][which]),
+                value=Range(range_of(stat["min"][which]).lo, range_of(stat["max"][which]).hi),
                 on_bfloat16=all(stat["on_bfloat16"][which]),
                 on_float16=all(stat["on_float16"][which]),
             )
@@ -274,7 +277,7 @@ def unpack(values: Sequence[float], layout: Layout) -> dict[int, DimStats]:
             kept=len(keep),
             input=side(0),
             target=side(1),
-            loss_row_min=_range_of(loss_rows).lo if layout.with_loss and keep else None,
+            loss_row_min=range_of(loss_rows).lo if layout.with_loss and keep else None,
             zero_target_rows=zeros,
         )
     return out

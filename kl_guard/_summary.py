@@ -20,8 +20,9 @@ def summary_lines(findings: Sequence[Finding]) -> list[str]:
 
 #: Said instead of "no findings" when no call was seen: that is no clean bill of health.
 NOTHING_SEEN = (
-    "no KL call seen: the program called neither F.kl_div nor nn.KLDivLoss, or called them "
-    "where kl_guard could not see (a reference taken before kl_guard started, "
+    "no loss call seen: the program called none of the losses kl_guard guards (F.kl_div, "
+    "F.cross_entropy, F.nll_loss, F.binary_cross_entropy_with_logits, their nn modules), or "
+    "called them where kl_guard could not see (a reference taken before kl_guard started, "
     "a process kl_guard did not follow, compiled code)"
 )
 
@@ -39,5 +40,5 @@ def headline(found: Sequence[Finding], counts: Counts, *, at_least: bool = False
     checked = f"{counts.checked} checked from their tensors"
     if counts.traced:
         checked += f", {counts.traced} from their arguments only (traced by the compiler)"
-    calls = plural(counts.seen, "KL call")
+    calls = plural(counts.seen, "loss call")
     return f"{what} in {'at least ' if at_least else ''}{calls} ({checked})"

@@ -74,6 +74,7 @@ def log_softmax_input(dim: object) -> str:
 _FAMILY_LOOKS = {
     Space.PROB: "probabilities (softmax output?)",
     Space.NONNEG: "probabilities (sigmoid output?)",
+    Space.SIGNED: "raw logits",
 }
 _FAMILY_WANTS = {Space.SIGNED: "logits", Space.LOGPROB: "log-probabilities"}
 
@@ -89,6 +90,80 @@ def family_input_fix(loss: LossContract) -> str:
         return f"F.log_softmax(x, dim=...) as the input of {loss.name}, or F.cross_entropy(x, y)"
     return f"pass the logits: {loss.name} applies {loss.applies} itself"
 
+
+def family_misplaced_headline(loss: LossContract, what: str, wrong: object, right: object) -> str:
+    return f"input to {loss.name} looks like {what} over dim {wrong}, not the class dim {right}"
+
+
+CROSS_ENTROPY_APPLIES = (
+    "probabilities are normalized a second time: the loss is bounded below, far from 0 "
+    "for a perfect model, and the gradients are weaker"
+)
+NLL_LOSS_TAKES = (
+    "nll_loss returns minus the input at the target's class: it must be log-probabilities "
+    "(log_softmax's output), whose values are all <= 0"
+)
+BCE_WITH_LOGITS_APPLIES = (
+    "sigmoid outputs are squashed a second time: every probability the loss implies lies "
+    "in [0.5, 0.73]"
+)
+
+# -- KLG013: cross_entropy over one class ------------------------------------
+
+ONE_CLASS_HEADLINE = "cross_entropy over a single class: the loss is 0 whatever the model does"
+ONE_CLASS_FIX = (
+    "a binary problem with one logit per sample: F.binary_cross_entropy_with_logits(x[:, 0], "
+    "y.float()); or give the head 2 outputs for cross_entropy"
+)
+
+# -- KLG014: a binary target outside [0, 1] ----------------------------------
+
+
+def binary_target_headline(loss: str) -> str:
+    return f"target of {loss} is outside [0, 1]"
+
+
+BINARY_TARGET_MEANS = (
+    "binary cross-entropy wants a probability per element (labels 0 and 1): other values "
+    "make a loss that is not minimized where the model is right, and can go below 0"
+)
+
+
+def binary_target_fix(lo: float, hi: float) -> str:
+    if hi > 2:
+        return "scale the target to [0, 1]: a mask in {0, 255} is mask / 255 (or mask > 0)"
+    if lo < 0:
+        return "labels in {-1, 1} are (y + 1) / 2 in {0, 1}"
+    return "bring the target into [0, 1]"
+
+
+# -- KLG015: a soft target of cross_entropy that is not probabilities ---------
+
+SOFT_TARGET_MEANS = (
+    "a float target shaped like the input is read as probabilities per class: each row "
+    "must be >= 0 and sum to 1 (or less, for part of a distribution)"
+)
+
+
+def soft_target_headline(log_probabilities: bool) -> str:
+    if log_probabilities:
+        return "soft target of cross_entropy looks like log-probabilities, not probabilities"
+    return "soft target of cross_entropy has negative values: not probabilities"
+
+
+def soft_target_fix(log_probabilities: bool) -> str:
+    if log_probabilities:
+        return "pass target.exp(), or the softmax that made the log-probabilities"
+    return "pass F.softmax(teacher_logits, dim=1) as the target, not the logits"
+
+
+MULTI_HOT_HEADLINE = (
+    "soft target of cross_entropy has rows summing above 1: several labels per sample"
+)
+MULTI_HOT_FIX = (
+    "for several labels per sample, F.binary_cross_entropy_with_logits(x, multi_hot); "
+    "for a mixture, normalize: target / target.sum(dim=1, keepdim=True)"
+)
 
 # -- KLG006 -----------------------------------------------------------------
 

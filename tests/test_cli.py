@@ -16,8 +16,8 @@ def test_demo_walks_through_every_code(capsys: pytest.CaptureFixture[str]) -> No
     for code in CODES:
         if BY_CODE[code].runtime and (code != "KLG004" or "KLG004" in out):
             assert f"{code}: " in out, code
-    assert "12 of 13 calls were misuses, and kl_guard caught each one." in out
-    assert out.count("corrected: ") == 12
+    assert "18 of 19 calls were misuses, and kl_guard caught each one." in out
+    assert out.count("corrected: ") == 18
 
 
 def test_codes_lists_the_table(capsys: pytest.CaptureFixture[str]) -> None:

@@ -35,6 +35,9 @@ def test_codes_keep_their_public_one_line_meanings() -> None:
         "KLG010": "input to cross_entropy is probabilities, not logits: softmax applied twice",
         "KLG011": "input to nll_loss is not log-probabilities",
         "KLG012": "input to binary_cross_entropy_with_logits is probabilities, not logits",
+        "KLG013": "cross_entropy over a single class: the loss is 0 whatever the model does",
+        "KLG014": "target of binary_cross_entropy_with_logits is outside [0, 1]",
+        "KLG015": "soft target of cross_entropy is not probabilities",
     }
     with pytest.raises(TypeError):
         kl_guard.CODES["KLG099"] = "new"  # type: ignore[index]

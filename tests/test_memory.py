@@ -45,7 +45,7 @@ def test_ten_thousand_calls_keep_memory_flat() -> None:
     # Traced from the start: a cache entry allocated untraced and evicted
     # later would not count as freed, and its successor would look like growth.
     _statistics._row_index.cache_clear()
-    _statistics._flat_row_index.cache_clear()
+    _statistics.flat_index.cache_clear()
     _check._CALLS.clear()
     _check._KNOWN.clear()
     _sites._file_kinds.clear()  # the files of this loop's frames, not of the whole session
@@ -87,7 +87,7 @@ def test_ten_thousand_calls_keep_memory_flat() -> None:
         ("KLG004", checks),
     ] * 2
     assert _statistics._row_index.cache_info().currsize <= 256
-    assert _statistics._flat_row_index.cache_info().currsize <= 256
+    assert _statistics.flat_index.cache_info().currsize <= 256
     assert len(_sites._file_kinds) < 50
     assert len(_check._CALLS) <= _check._CALLS_LIMIT
     assert set(_check._KNOWN) == set(_check._CALLS.values())

@@ -366,22 +366,22 @@ def process(pid: int, rank: int | None, seen: int, found: int = 0) -> _processes
 def test_the_summary_names_each_busy_process_and_counts_the_quiet_ones() -> None:
     processes = [
         process(10, 0, 5, 1),
-        process(11, 0, 2),  # rank 0's DataLoader worker that made KL calls
+        process(11, 0, 2),  # rank 0's DataLoader worker that made loss calls
         process(12, 1, 5),
-        *(process(20 + i, 0, 0) for i in range(10)),  # other workers, no KL call
+        *(process(20 + i, 0, 0) for i in range(10)),  # other workers, no loss call
         dataclasses.replace(process(40, None, 0), complete=False),
         dataclasses.replace(process(41, None, 0), complete=False, running=True),  # a server
     ]
     lines = _runner._process_lines(processes)
     assert lines[:3] == [
-        "rank 0 pid 10: 1 finding in 5 KL calls (5 checked from their tensors)",
-        "rank 0 pid 11: no findings in 2 KL calls (2 checked from their tensors)",
-        "rank 1: no findings in 5 KL calls (5 checked from their tensors)",
+        "rank 0 pid 10: 1 finding in 5 loss calls (5 checked from their tensors)",
+        "rank 0 pid 11: no findings in 2 loss calls (2 checked from their tensors)",
+        "rank 1: no findings in 5 loss calls (5 checked from their tensors)",
     ]
     assert lines[3].startswith("pid 40: ended before writing its whole record")
     assert lines[4].startswith("pid 41: still running when the program ended")
     quiet = ", ".join(f"rank 0 pid {20 + i}" for i in range(8))
-    assert lines[5] == f"10 processes saw no KL call: {quiet}, ..."
+    assert lines[5] == f"10 processes saw no loss call: {quiet}, ..."
 
 
 @pytest.mark.slow

@@ -291,7 +291,7 @@ def test_warn_mode_lists_the_findings_in_the_summary(
     result.stdout.fnmatch_lines(
         [
             "*= kl_guard findings =*",
-            "1 finding in 2 KL calls (2 checked from their tensors)",
+            "1 finding in 2 loss calls (2 checked from their tensors)",
             "code    location * count  cause",
             f"KLG001  test_suite.py:{line_of(suite, '# misuse')}  * 1  kl_div reduction 'mean' *",
         ]
@@ -299,7 +299,7 @@ def test_warn_mode_lists_the_findings_in_the_summary(
     assert "= kl_guard" not in run(pytester).stdout.str()
     pytester.makepyfile(test_suite="def test_nothing():\n    pass\n")
     result = run(pytester, "--kl-guard=warn")
-    result.stdout.fnmatch_lines(["*= kl_guard =*", "no KL call seen: *"])
+    result.stdout.fnmatch_lines(["*= kl_guard =*", "no loss call seen: *"])
 
 
 @pytest.mark.slow
@@ -314,7 +314,7 @@ def test_under_xdist_workers_fail_the_test_and_send_their_findings(
         [
             "E * kl_guard.KLGuardError: KLG001: *",
             "*= kl_guard findings =*",
-            "1 finding in 2 KL calls (2 checked from their tensors)",
+            "1 finding in 2 loss calls (2 checked from their tensors)",
             "code *",
             f"KLG001  test_suite.py:{line_of(suite, '# misuse')}  * 1  *",
         ]

@@ -60,7 +60,8 @@ def test_training_script_runs_to_the_end_with_a_summary_and_json(tmp_path: Path)
     assert "trained ['--epochs', '3']" in done.stdout
     summary = done.stderr[done.stderr.index("kl_guard summary") :].splitlines()
     assert summary[0] == (
-        "kl_guard summary (mode=warn): 2 findings in 1000 KL calls (26 checked from their tensors)"
+        "kl_guard summary (mode=warn): 2 findings in 1000 loss calls "
+        "(26 checked from their tensors)"
     )
     assert summary[1].split() == ["code", "location", "count", "cause"]
     rows = sorted(line.split()[:2] for line in summary[2:])
@@ -91,7 +92,7 @@ def test_raise_mode_stops_the_script_at_its_line(tmp_path: Path) -> None:
     assert "runpy" not in traceback
     assert "kl_guard/" not in traceback
     assert done.stderr.splitlines()[-3] == (
-        "kl_guard summary (mode=raise): 1 finding in 1 KL call (1 checked from their tensors)"
+        "kl_guard summary (mode=raise): 1 finding in 1 loss call (1 checked from their tensors)"
     )
     assert json.loads((tmp_path / "report.json").read_text())["exit_status"] == 1
 
@@ -192,7 +193,7 @@ def test_raise_mode_in_process(tmp_path: Path, capfd: pytest.CaptureFixture[str]
     err = capfd.readouterr().err
     assert "kl_guard.KLGuardError: KLG001: " in err
     assert err.splitlines()[-3] == (
-        "kl_guard summary (mode=raise): 1 finding in 1 KL call (1 checked from their tensors)"
+        "kl_guard summary (mode=raise): 1 finding in 1 loss call (1 checked from their tensors)"
     )
 
 
@@ -206,7 +207,7 @@ def test_raise_mode_in_process(tmp_path: Path, capfd: pytest.CaptureFixture[str]
             ["run", "--select", "KLG001,KLG999", "x.py"],
             "argument --select: kl_guard: unknown code 'KLG999' in --select; valid codes are "
             "'KLG001', 'KLG002', 'KLG003', 'KLG004', 'KLG005', 'KLG006', 'KLG007', 'KLG008', "
-            "'KLG009', 'KLG010', 'KLG011', 'KLG012', or 'ALL'.",
+            "'KLG009', 'KLG010', 'KLG011', 'KLG012', 'KLG013', 'KLG014', 'KLG015', or 'ALL'.",
         ),
         (
             ["run", "--check-every", "0", "x.py"],
@@ -288,7 +289,7 @@ def test_a_run_that_saw_no_kl_call_says_so(
     json_path = tmp_path / "report.json"
     assert _cli.main(["run", "--json", str(json_path), script(tmp_path, cached)]) == 0
     last = capfd.readouterr().err.splitlines()[-1]
-    assert last.startswith("kl_guard summary (mode=warn): no KL call seen: ")
+    assert last.startswith("kl_guard summary (mode=warn): no loss call seen: ")
     assert "a process kl_guard did not follow" in last and "compiled code" in last
     assert json.loads(json_path.read_text())["calls"] == {"seen": 0, "checked": 0, "traced": 0}
 
@@ -319,7 +320,7 @@ def test_a_program_that_ends_without_exit_handlers_still_gets_its_summary(
     assert [f["code"] for f in report["findings"]] == ["KLG001"]
     [program] = report["processes"]
     assert not program["complete"] and program["findings"] == 1
-    said = "kl_guard summary (mode=raise): 1 finding in at least 1 KL call"
+    said = "kl_guard summary (mode=raise): 1 finding in at least 1 loss call"
     assert said in capfd.readouterr().err
 
 

@@ -8,9 +8,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from kl_guard._statistics import (
-    _flat_row_index,
     _row_index,
     compute,
+    flat_index,
     make_layout,
     sample_fibers,
     unpack,
@@ -53,7 +53,7 @@ def test_sampling_copies_only_the_sampled_rows() -> None:
 
 @pytest.mark.parametrize(("total", "k"), [(200, 16), (17, 16), (5, 2), (1000, 3)])
 def test_sampled_rows_are_evenly_spaced_first_and_last_included(total: int, k: int) -> None:
-    rows = _flat_row_index(total, k, torch.device("cpu")).tolist()
+    rows = flat_index(total, k, torch.device("cpu")).tolist()
     assert rows[0] == 0 and rows[-1] == total - 1
     assert rows == sorted(set(rows)) and len(rows) == k
     gaps = [b - a for a, b in zip(rows, rows[1:], strict=False)]
@@ -62,7 +62,7 @@ def test_sampled_rows_are_evenly_spaced_first_and_last_included(total: int, k: i
 
 def test_row_multi_indices_address_the_same_rows() -> None:
     x = torch.arange(10 * 20).reshape(10, 20)
-    flat = _flat_row_index(200, 16, torch.device("cpu"))
+    flat = flat_index(200, 16, torch.device("cpu"))
     i, j = _row_index((10, 20), 16, torch.device("cpu"))
     assert torch.equal(x[i, j], flat)
 

@@ -169,7 +169,7 @@ def test_a_launcher_gives_one_summary_json_and_status(
     assert job.status == expected, context
     assert job.report["exit_status"] == expected
 
-    # Every rank is there, labelled, and saw (and checked) its KL calls.
+    # Every rank is there, labelled, and saw (and checked) its loss calls.
     processes = job.report["processes"]
     ranked = [p for p in processes if p["rank"] is not None]
     assert sorted(p["rank"] for p in ranked) == list(launcher.ranks), context
