@@ -8,11 +8,14 @@ import os
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any, TypedDict
 
+from kl_guard._contract import CONTRACTS
 from kl_guard._findings import CODES, OPT_IN
 
 ENV_MODE = "KL_GUARD_MODE"
 #: In ``select`` or ``ignore``: every code.
 ALL = "ALL"
+#: In ``select`` or ``ignore``: a loss's name, for every code of that loss.
+_LOSS_CODES = {contract.name: contract.codes for contract in CONTRACTS}
 
 
 class Mode(str, enum.Enum):
@@ -103,7 +106,10 @@ def parse_mode(
 def parse_codes(value: object, *, option: str) -> frozenset[str]:
     """Accept ``"KLG001,KLG003"`` or any iterable of codes; reject unknown codes.
 
-    ``"ALL"`` stands for every code, the opt-in ones included (as in ruff).
+    ``"ALL"`` stands for every code, the opt-in ones included (as in ruff); a
+    loss's name (``"cross_entropy"``) for every code of that loss, so that
+    ``ignore="cross_entropy,nll_loss,binary_cross_entropy_with_logits"`` keeps
+    kl_guard to KL alone.
     """
     if isinstance(value, str):
         items = [part.strip() for part in value.split(",") if part.strip()]
@@ -119,12 +125,15 @@ def parse_codes(value: object, *, option: str) -> frozenset[str]:
         code = item.strip().upper() if isinstance(item, str) else item
         if code == ALL:
             codes.update(CODES)
+        elif isinstance(item, str) and item.strip() in _LOSS_CODES:
+            codes.update(_LOSS_CODES[item.strip()])
         elif code in CODES:
             codes.add(code)
         else:
             raise ValueError(
                 f"kl_guard: unknown code {item!r} in {option}; "
-                f"valid codes are {_choices(CODES)}, or {ALL!r}."
+                f"valid codes are {_choices(CODES)}, or {ALL!r}, or a loss's name: "
+                f"{_choices(_LOSS_CODES)}."
             )
     return frozenset(codes)
 

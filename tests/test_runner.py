@@ -207,7 +207,9 @@ def test_raise_mode_in_process(tmp_path: Path, capfd: pytest.CaptureFixture[str]
             ["run", "--select", "KLG001,KLG999", "x.py"],
             "argument --select: kl_guard: unknown code 'KLG999' in --select; valid codes are "
             "'KLG001', 'KLG002', 'KLG003', 'KLG004', 'KLG005', 'KLG006', 'KLG007', 'KLG008', "
-            "'KLG009', 'KLG010', 'KLG011', 'KLG012', 'KLG013', 'KLG014', 'KLG015', or 'ALL'.",
+            "'KLG009', 'KLG010', 'KLG011', 'KLG012', 'KLG013', 'KLG014', 'KLG015', or 'ALL', "
+            "or a loss's name: 'kl_div', 'cross_entropy', 'nll_loss', "
+            "'binary_cross_entropy_with_logits'.",
         ),
         (
             ["run", "--check-every", "0", "x.py"],
