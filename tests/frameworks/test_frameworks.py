@@ -3,11 +3,14 @@
 Lightning (``ddp``, ``ddp_spawn``), ``accelerate launch`` and the Hugging Face
 Trainer (one process, and two ranks under torchrun) each train a tiny random
 teacher and student on CPU (gloo), once with a correct KL loss and once with a
-planted misuse, in warn and raise mode. Each run must end within its timeout
-with one summary and one JSON that name every rank, the misuse found once per
-rank, and the exit status of the mode. The frameworks are no dependency of
-kl_guard: ``.ci/frameworks`` installs pinned releases in a scratch environment
-and runs this module; without them it is skipped.
+planted misuse, in warn and raise mode. The loss family has tries of its own:
+a GPT-2 fine-tuned by the Trainer (cross_entropy inside transformers), a
+Lightning classifier with mixup (soft targets, label smoothing) and a focal
+loss in plain PyTorch (binary cross-entropy with logits). Each run must end
+within its timeout with one summary and one JSON that name every rank, the
+misuse found once per rank, and the exit status of the mode. The frameworks
+are no dependency of kl_guard: ``.ci/frameworks`` installs pinned releases in
+a scratch environment and runs this module; without them it is skipped.
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from typing import Any
 
 import pytest
 
+import kl_guard
+
 pytestmark = pytest.mark.slow
 
 HERE = Path(__file__).parent
@@ -33,6 +38,10 @@ TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "
 # Two CPU processes: on a machine without GPUs, --multi_gpu gives two gloo ranks through
 # torch.distributed.run; --cpu --num_processes 2 gives one process (no mpirun).
 ACCELERATE = ("--multi_gpu", "--num_processes", "2")
+
+# The loss family is checked at runtime from KLG013-KLG015 on, which land with those
+# checks; until then its tries can show only that they run to the end, silent.
+FAMILY_AT_RUNTIME = {"KLG013", "KLG014", "KLG015"} <= kl_guard.CODES.keys()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +53,8 @@ class Launcher:
     ranks: tuple[int, ...]
     #: the codes the planted misuse gets on each rank
     codes: frozenset[str]
+    #: the script's losses are the family's (cross_entropy, binary cross-entropy), not KL
+    family: bool = False
 
 
 LAUNCHERS = {
@@ -88,6 +99,38 @@ LAUNCHERS = {
         (*TORCHRUN, "trainer_distill.py", "{out}"),
         (0, 1),
         frozenset({"KLG003", "KLG004"}),
+    ),
+    "trainer-causal-lm": Launcher(
+        "transformers",
+        "trainer_causal_lm.py",
+        ("trainer_causal_lm.py", "{out}"),
+        (),
+        frozenset({"KLG010"}),
+        family=True,
+    ),
+    "trainer-causal-lm-torchrun": Launcher(
+        "transformers",
+        "trainer_causal_lm.py",
+        (*TORCHRUN, "trainer_causal_lm.py", "{out}"),
+        (0, 1),
+        frozenset({"KLG010"}),
+        family=True,
+    ),
+    "lightning-mixup-ddp": Launcher(
+        "lightning",
+        "lightning_mixup.py",
+        ("lightning_mixup.py",),
+        (0, 1),
+        frozenset({"KLG015"}),
+        family=True,
+    ),
+    "torch-focal-loss": Launcher(
+        "torch",
+        "focal_loss.py",
+        ("focal_loss.py",),
+        (),
+        frozenset({"KLG014"}),
+        family=True,
     ),
 }
 
@@ -165,6 +208,9 @@ def test_a_launcher_gives_one_summary_json_and_status(
 ) -> None:
     job = run_job(tmp_path, launcher, misuse, mode)
     context = "\n".join(job.stderr.splitlines()[-60:])
+    if launcher.family and not FAMILY_AT_RUNTIME:
+        assert (job.status, job.report["findings"]) == (0, []), context
+        pytest.xfail("the loss family is not checked at runtime before KLG013-KLG015")
     expected = 1 if misuse and mode == "raise" else 0
     assert job.status == expected, context
     assert job.report["exit_status"] == expected
