@@ -29,9 +29,7 @@ pytestmark = pytest.mark.slow
 CLASSES, SIZE, BORDER = 4, 64, 255
 
 
-def criterion(
-    outputs: dict[str, torch.Tensor], target: torch.Tensor, misuse: bool
-) -> torch.Tensor:
+def criterion(outputs: dict[str, torch.Tensor], target: torch.Tensor, misuse: bool) -> torch.Tensor:
     """torchvision's references/segmentation/train.py ``criterion``, with the misuse planted."""
     out = F.cross_entropy(outputs["out"], target, ignore_index=BORDER)
     if misuse:
@@ -54,7 +52,7 @@ def train(misuse: bool, steps: int = 3) -> list[kl_guard.Finding]:
             target[:, :4], target[:, -4:] = BORDER, BORDER  # the masks' borders
             loss = criterion(model(images), target, misuse)
             optimizer.zero_grad()
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
     assert guard.counts.checked == 2 * steps  # both heads' losses, every step
     return guard.findings
