@@ -17,6 +17,7 @@ _LINTED = (
 FAMILY = (
     Code(
         code="KLG010",
+        loss="cross_entropy",
         title="input to cross_entropy is probabilities, not logits: softmax applied twice",
         meaning=(
             "F.cross_entropy and nn.CrossEntropyLoss apply log_softmax to their input: it "
@@ -44,6 +45,7 @@ FAMILY = (
     ),
     Code(
         code="KLG011",
+        loss="nll_loss",
         title="input to nll_loss is not log-probabilities",
         meaning=(
             "F.nll_loss and nn.NLLLoss return minus the input at each target's class: the "
@@ -69,6 +71,7 @@ FAMILY = (
     ),
     Code(
         code="KLG012",
+        loss="binary_cross_entropy_with_logits",
         title="input to binary_cross_entropy_with_logits is probabilities, not logits",
         meaning=(
             "F.binary_cross_entropy_with_logits and nn.BCEWithLogitsLoss apply the sigmoid "
@@ -101,6 +104,7 @@ FAMILY = (
     ),
     Code(
         code="KLG013",
+        loss="cross_entropy",
         title="cross_entropy over a single class: the loss is 0 whatever the model does",
         meaning=(
             "cross_entropy normalizes its input over the class dim: over one class, "
@@ -124,6 +128,7 @@ FAMILY = (
     ),
     Code(
         code="KLG014",
+        loss="binary_cross_entropy_with_logits",
         title="target of binary_cross_entropy_with_logits is outside [0, 1]",
         meaning=(
             "Binary cross-entropy wants a probability per element: labels 0 and 1, soft labels, "
@@ -150,6 +155,7 @@ FAMILY = (
     ),
     Code(
         code="KLG015",
+        loss="cross_entropy",
         title="soft target of cross_entropy is not probabilities",
         meaning=(
             "A float target shaped like the input gives cross_entropy a probability per "

@@ -26,6 +26,7 @@ class Code:
     opt_in: bool = False
     linted: bool = False
     runtime: bool = True
+    loss: str = "kl_div"  # the function whose line a suppression comment sits on
 
     @property
     def heading(self) -> str:
@@ -49,7 +50,7 @@ class Code:
             )
         return (
             switch,
-            f"loss = F.kl_div(...)  # kl_guard: ignore[{self.code}]  (this line only)",
+            f"loss = F.{self.loss}(...)  # kl_guard: ignore[{self.code}]  (this line only)",
             f'warnings.filterwarnings("ignore", category=kl_guard.{self.code}Warning)'
             "  # warning only",
         )

@@ -71,6 +71,16 @@ PAIRS: dict[str, tuple[str, list[str], str]] = {
         ["KLG012"],
         "loss = F.binary_cross_entropy(x.sigmoid(), y)\n",
     ),
+    "a language model's probabilities flattened into cross_entropy": (
+        "loss = F.cross_entropy(logits.softmax(-1).flatten(0, 1), labels.flatten())\n",
+        ["KLG010"],
+        "loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten())\n",
+    ),
+    "probabilities reshaped into nll_loss": (
+        "loss = F.nll_loss(F.softmax(x, -1).view(-1, v), y)\n",
+        ["KLG011"],
+        "loss = F.nll_loss(F.log_softmax(x, -1).view(-1, v), y)\n",
+    ),
     "a function imported by name, aliased": (
         "from torch.nn.functional import cross_entropy as ce\nloss = ce(F.softmax(x, 1), y)\n",
         ["KLG010"],

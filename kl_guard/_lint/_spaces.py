@@ -3,7 +3,8 @@
 ``F.softmax(x, dim=1)`` in any spelling (``torch.softmax``, ``x.softmax(1)``,
 an ``nn.Softmax(dim=1)`` module inline, in a local or on ``self``), then
 ``.log()``/``.exp()`` between the two spaces; ``.detach()``, ``.float()``,
-``.to(...)``, a clamp and row indexing keep the space. Anything else (a
+``.to(...)``, a clamp and row indexing keep the space, reshapes keep it
+without its dim. Anything else (a
 model's output, a parameter, arithmetic) has no visible space: None.
 """
 
@@ -34,6 +35,11 @@ _SEQUENTIAL = frozenset(
 _SAME = frozenset({"detach", "float", "double", "half", "bfloat16", "to", "cpu", "cuda", "clone"})
 _SAME |= {"contiguous", "detach_"}
 _CLAMPS = frozenset({"clamp", "clamp_min", "clamp_", "clamp_min_", "clip"})
+# Methods that move or regroup the values (``logits.softmax(-1).flatten(0, 1)``, a
+# language model's loss): the space stays, which dim the rows run along does not.
+_RESHAPES = frozenset(
+    {"flatten", "view", "reshape", "permute", "transpose", "movedim", "squeeze", "unsqueeze"}
+)
 _DEPTH = 12
 
 
@@ -156,6 +162,9 @@ class Spaces:
             return inner
         if name in _CLAMPS:
             return Visible(inner.kind, inner.dim)
+        # not x.view(torch.int32), which reads the bytes as another dtype
+        if name in _RESHAPES and not any(isinstance(a, ast.Attribute) for a in call.args):
+            return Visible(inner.kind, None)
         if name in ("log", "exp") and not call.args and not call.keywords:
             return _log_exp(name, inner)
         return None
