@@ -263,7 +263,9 @@ def _space_findings(call: Call, stats: Mapping[int, DimStats], r: Reading) -> li
         # may be a distribution over the wrong dim, and a part of one is
         # fine unless so.
         elsewhere = (
-            normalized_elsewhere(call, stats, r.dim, "input") if r.input is not Space.PROB else None
+            normalized_elsewhere(call, stats, r.dim, "input", tight=r.input.partial)
+            if r.input is not Space.PROB
+            else None
         )
         if elsewhere is not None:
             misplaced.append(("input", elsewhere))
@@ -271,7 +273,7 @@ def _space_findings(call: Call, stats: Mapping[int, DimStats], r: Reading) -> li
             out.append(_input_not_log_probabilities(call, r.input, d, ev_input()))
 
     if not swapped and r.target not in (expected_target(call), Space.UNKNOWN):
-        elsewhere = normalized_elsewhere(call, stats, r.dim, "target")
+        elsewhere = normalized_elsewhere(call, stats, r.dim, "target", tight=r.target.partial)
         other_space = r.target in (PROBS if call.log_target else LOG_PROBS)
         if other_space or (r.target is Space.NONNEG and call.log_target):
             out.append(log_target_mismatch(call, r.target, ev_target()))

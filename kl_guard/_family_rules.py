@@ -124,12 +124,13 @@ def _rows_needed(classes: int) -> int:
     return 2 if classes < 1000 else 1
 
 
-def _softmax_output(rows: Rows, dtype: str) -> bool:
-    """Every row read lies in [0, 1] and sums to 1 (a lower bound of 0, not -tol)."""
+def _softmax_output(rows: Rows, dtype: str, tight: bool = False) -> bool:
+    """Every row read lies in [0, 1] and sums to 1 (a lower bound of 0, not -tol);
+    ``tight``: within half the tolerance (``_classify.normalized_elsewhere``)."""
     side = rows.side
     if rows.kept == 0 or side.has_nan or rows.distinct < _rows_needed(rows.size):
         return False
-    tol = norm_tolerance(carried_dtype(dtype, side))
+    tol = norm_tolerance(carried_dtype(dtype, side)) * (0.5 if tight else 1.0)
     return side.value.lo >= 0 and side.value.hi <= 1 + tol and side.row_sum.within(1.0, tol)
 
 
@@ -168,15 +169,19 @@ def value_findings(call: FamilyCall, numbers: Numbers) -> list[Diagnosis]:
 
 
 def _normalized_elsewhere(call: FamilyCall, numbers: Numbers, space: Space) -> Rows | None:
+    """Another dim of the input normalized as ``space``, within half the tolerances:
+    rows that do not sum to 1 over the class dim can sum to 1 over another by chance
+    (see ``_classify.normalized_elsewhere``)."""
     for dim, rows in numbers.input.items():
         if dim == call.class_dim:
             continue
-        if space is Space.PROB and _softmax_output(rows, call.input.dtype):
+        if space is Space.PROB and _softmax_output(rows, call.input.dtype, tight=True):
             return rows
         if (
             space is Space.LOGPROB
             and rows.distinct >= 2
-            and classify(rows.side, rows.kept, call.input.dtype, rows.size) is Space.LOGPROB
+            and classify(rows.side, rows.kept, call.input.dtype, rows.size, tight=True)
+            is Space.LOGPROB
         ):
             return rows
     return None
