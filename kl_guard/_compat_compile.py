@@ -62,14 +62,22 @@ class _CompilingFlag:
 #: first), more than the rest of a not-checked call's tests together.
 compiler: Any = torch.compiler if COMPILE_SETS_COMPILING_FLAG else _CompilingFlag()
 
-_compile_context_class = getattr(torch._guards, "CompileContext", None)
-_try_get = getattr(_compile_context_class, "try_get", None)
-primary("compile_context", _try_get is not None)
+_try_get = getattr(getattr(torch._guards, "CompileContext", None), "try_get", None)
+_try_get_tracing = getattr(getattr(torch._guards, "TracingContext", None), "try_get", None)
+primary("compile_context", _try_get is not None and _try_get_tracing is not None)
 
 
 def compile_context() -> object:
-    """The compilation being traced, or None outside one (or where torch cannot say)."""
-    return _try_get() if _try_get is not None else None
+    """The compilation being traced, or None outside one (or where torch cannot say).
+
+    torch.compile's ``CompileContext``; where none is set, the ``TracingContext``
+    that a non-strict torch.export keeps over all its passes (2.13 sets no
+    ``CompileContext`` there).
+    """
+    context = _try_get() if _try_get is not None else None
+    if context is None and _try_get_tracing is not None:
+        context = _try_get_tracing()
+    return context
 
 
 _EXPORT_DIR = os.sep + os.path.join("torch", "export") + os.sep

@@ -4,7 +4,8 @@ Where dynamo traces the call, the graph checks it at run time (``_recorder``):
 here is the site each such call gets while dynamo traces it, a constant token
 naming its kl_div line and arguments. Where only a later pass (export,
 AOTAutograd on its own) runs the call, as Python on fake tensors, it is
-diagnosed from its arguments, once per compilation however many passes run it.
+diagnosed from its arguments (a loss of the family from its shapes), once per
+compilation however many passes run it.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import dataclasses
 import os
 import weakref
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
-from kl_guard import _check, _compat_compile, _family_check, _locks, _reporting, _sites
+from kl_guard import _arguments, _check, _compat_compile, _family_check, _locks, _reporting, _sites
 from kl_guard._config import Config, Mode
-from kl_guard._contract import CONTRACTS, KL_DIV
+from kl_guard._contract import CONTRACTS, KL_DIV, LossContract
 from kl_guard._diagnosis import argument_findings
-from kl_guard._family_rules import FamilyCall
+from kl_guard._family_rules import FamilyCall, shape_findings
 from kl_guard._findings import Finding
 from kl_guard._messages import Diagnosis
 from kl_guard._signature import Api, Call
@@ -64,9 +66,18 @@ class _TraceReports:
 _trace_reports = _TraceReports()
 
 
-def argument_findings_of(call: Call | None) -> list[Diagnosis]:
-    """What a traced kl_div call's arguments alone say, at trace time."""
-    return [d for d in (argument_findings(call) if call else []) if d.code in TRACE_TIME_CODES]
+def trace_diagnoses(
+    contract: LossContract, args: tuple[Any, ...], kwargs: dict[str, Any], instance: Any, op: bool
+) -> list[Diagnosis]:
+    """What a call run by a tracing pass says at trace time, from its arguments
+    (kl_div) or its shapes (the family: KLG013); its tensors are fake, no value is read."""
+    if contract is KL_DIV:
+        call = _arguments.call_of(args, kwargs, instance, op)[0]
+        return [d for d in (argument_findings(call) if call else []) if d.code in TRACE_TIME_CODES]
+    bound = _family_check.bind(contract, args, kwargs, instance)
+    api: Api = "function" if instance is None else "module"
+    family_call = _family_check.describe(contract, bound, api, shapes_only=True)
+    return shape_findings(family_call) if family_call else []
 
 
 def trace_findings(diagnoses: list[Diagnosis], site: CallSite | None) -> list[Finding]:

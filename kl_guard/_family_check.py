@@ -57,12 +57,15 @@ def bind(contract: LossContract, args: Args, kwargs: Kwargs, instance: Any) -> d
     return bound
 
 
-def describe(contract: LossContract, bound: dict[str, Any], api: Api) -> FamilyCall | None:
+def describe(
+    contract: LossContract, bound: dict[str, Any], api: Api, *, shapes_only: bool = False
+) -> FamilyCall | None:
     """The call as plain values, or None where its tensors are not plain float input
-    and a tensor target (kl_guard reads nothing it cannot judge)."""
+    and a tensor target (kl_guard reads nothing it cannot judge). ``shapes_only``:
+    only the shapes will be judged (a tracing pass's fake tensors), any tensors do."""
     input, target = bound.get("input"), bound.get("target")
     input_info, target_info = tensor_info(input), tensor_info(target)
-    if input_info is None or target_info is None or not judgeable(input):
+    if input_info is None or target_info is None or not (shapes_only or judgeable(input)):
         return None
     assert isinstance(target, torch.Tensor)
     return FamilyCall(

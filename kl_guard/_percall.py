@@ -34,7 +34,6 @@ from kl_guard import (
 from kl_guard._compat_compile import compiler as _compiler
 from kl_guard._config import Config
 from kl_guard._diagnosis import construction_findings
-from kl_guard._family_rules import FamilyCall, shape_findings
 from kl_guard._findings import Counts, Finding
 from kl_guard._patch import PATCH
 from kl_guard._policy import ScheduleTable, SiteSchedule
@@ -375,10 +374,8 @@ def _trace(
     args: Args, kwargs: Kwargs, instance: Any, wrapped: Wrapped
 ) -> tuple[list[Finding], CallSite | None]:
     PATCH.filter_mean_warning()
-    call, _ = _checking.call_of(
+    diagnoses = _compiled.trace_diagnoses(
         PATCH.contract_of(wrapped), args, kwargs, instance, wrapped is PATCH.op
     )
     site = _sites.site_of(_sites.user_frame(1))
-    if isinstance(call, FamilyCall):
-        return _compiled.trace_findings(shape_findings(call), site), site
-    return _compiled.trace_findings(_compiled.argument_findings_of(call), site), site
+    return _compiled.trace_findings(diagnoses, site), site
