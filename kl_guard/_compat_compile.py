@@ -207,6 +207,24 @@ def traced_stack() -> list[tuple[str, int, str]]:
     return [(f.filename, f.lineno or 0, f.name) for f in extract()]
 
 
+def record_tags() -> tuple[Any, ...]:
+    """The tags of the recorder's operator: ``cudagraph_unsafe``, so that inductor
+    does not capture it in a CUDA graph (mode="reduce-overhead"), whose replays
+    run no Python and would check nothing. With graph partition (on by default
+    from torch 2.13) inductor runs it between the graph's CUDA-graphed parts;
+    without, it keeps that graph out of CUDA graphs and logs why. The fallback
+    (torch 2.6 has no such tag): the operator may be captured, and
+    ``_recorder`` says so where a capture runs it.
+    """
+    tag = getattr(torch.Tag, "cudagraph_unsafe", None)
+    return (tag,) if primary("cudagraph_unsafe_tag", tag is not None) else ()
+
+
+def capturing() -> bool:
+    """Whether a CUDA graph is being captured on this thread's stream now."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 def mark_side_effect(op: Any) -> None:
     """Keep ``op``, which returns nothing, in every graph: no pass may drop it as dead code.
 

@@ -91,9 +91,6 @@ class LossContract:
     #: the codes the runtime guard reports for this loss: one patched only where
     #: a layer selects one of them
     codes: tuple[str, ...] = ()
-    #: the ATen op on ``torch`` is patched too (``torch.kl_div``); the family's
-    #: ops are private (``torch._C._nn``) and left alone
-    op: bool = False
     #: the class dimension holds the distribution (else the loss is elementwise)
     classes: bool = True
 
@@ -136,7 +133,6 @@ KL_DIV = LossContract(
     op_parameters=("input", "target", "reduction"),
     op_defaults={"reduction": 1, "log_target": False},
     codes=tuple(f"KLG00{n}" for n in range(1, 10)),
-    op=True,
 )
 
 # The loss family. ``misuse`` is what the linter reads from the source (a

@@ -57,12 +57,6 @@ class FamilyCall:
     def classes(self) -> int:
         return 0 if self.class_dim is None else self.input.shape[self.class_dim]
 
-    @property
-    def call(self) -> str:
-        if self.api == "module":
-            return f"nn.{self.loss.module}()(input, target)"
-        return f"F.{self.loss.name}(input, target)"
-
 
 class Rows(NamedTuple):
     """A tensor along one dim, over the rows read: ``kept`` of ``rows`` (all-zero rows

@@ -31,13 +31,22 @@ OP = ("torch", KL_DIV.name)
 
 def targets(contract: LossContract) -> tuple[tuple[str, str, str], ...]:
     """The entry points of a loss: (module, attribute path, role). The "call"
-    targets are checked; "built" sees each ``nn.KLDivLoss`` constructed."""
+    targets are checked; "built" sees each ``nn.KLDivLoss`` constructed.
+
+    The family's modules are not patched: their ``forward`` calls the function
+    with every setting as an argument, and the function's wrapper finds the
+    user's line above torch's frames. A patched ``forward`` would cost a module
+    call a bound wrapper per look-up and a second pass through a wrapper (about
+    19,500 instructions, where the function's costs 5,000; docs/performance.md).
+    kl_div's module is: its construction is judged (KLG001's site, KLG009).
+    """
     out = [("torch.nn.functional", contract.name, "call")]
-    if contract.op:
-        out.append(("torch", contract.name, "call"))
-    out.append(("torch.nn.modules.loss", f"{contract.module}.forward", "call"))
     if contract is KL_DIV:
-        out.append(("torch.nn.modules.loss", f"{KL_DIV.module}.__init__", "built"))
+        out += [
+            ("torch", KL_DIV.name, "call"),
+            ("torch.nn.modules.loss", f"{KL_DIV.module}.forward", "call"),
+            ("torch.nn.modules.loss", f"{KL_DIV.module}.__init__", "built"),
+        ]
     return tuple(out)
 
 

@@ -16,6 +16,7 @@ compiled call itself. Nothing of dynamo's is imported until a program compiles.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -53,7 +54,10 @@ def _define() -> bool:
     # torch.library.Library, not custom_op: custom_op's Python autograd layer
     # would cost each compiled call as much as the rest of the recorder.
     library = torch.library.Library("kl_guard", "FRAGMENT")  # type: ignore[no-untyped-call]
-    library.define("record(int token, Tensor input, Tensor target, Tensor loss) -> ()")  # type: ignore[no-untyped-call]
+    library.define(  # type: ignore[no-untyped-call]
+        "record(int token, Tensor input, Tensor target, Tensor loss) -> ()",
+        tags=_compat_compile.record_tags(),
+    )
     library.impl("record", _record, "CompositeExplicitAutograd")  # type: ignore[no-untyped-call]
     torch.library.register_fake("kl_guard::record", _no_record, lib=library)
     _compat_compile.mark_side_effect(torch.ops.kl_guard.record.default)
@@ -63,8 +67,29 @@ def _define() -> bool:
 
 def _record(token: int, input: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:
     view = _percall.ACTIVE.view
-    if view is not None:  # kl_guard is off, or was uninstalled since the compilation
-        _percall.traced_call_ran(token, input, target, loss, view)
+    if view is None:  # kl_guard is off, or was uninstalled since the compilation
+        return
+    if _compat_compile.capturing():  # no read of the device may happen in a capture
+        _reporting.safely(_captured, token)
+        return
+    _percall.traced_call_ran(token, input, target, loss, view)
+
+
+_CAPTURED: set[int] = set()
+
+
+def _captured(token: int) -> None:
+    """Say once per loss line that a CUDA graph captured it: its replays run no
+    Python, and kl_guard checks none of them (where the operator cannot be kept
+    out of CUDA graphs, torch 2.6)."""
+    if token not in _CAPTURED:
+        _CAPTURED.add(token)
+        site = _compiled.TRACED.sites[token].site
+        logging.getLogger("kl_guard").warning(
+            "kl_guard: the loss at %s runs inside a CUDA graph (mode='reduce-overhead'): "
+            "its replays are not checked.",
+            site.location if site is not None else "a compiled graph",
+        )
 
 
 def _no_record(token: int, input: torch.Tensor, target: torch.Tensor, loss: torch.Tensor) -> None:

@@ -47,9 +47,12 @@ def test_every_primary_path_is_in_use() -> None:
     torch._dynamo.reset()
     torch.compile(loss, backend="eager", fullgraph=True)(log_p, q)
     kl_guard.uninstall()  # dynamo's table of torch functions is read afresh
-    # torch 2.6 has neither torch.compiler.is_exporting nor torch._library.utils.is_impure
+    # torch 2.6 has neither torch.compiler.is_exporting nor torch._library.utils.is_impure,
+    # nor the cudagraph_unsafe tag
     expected = (
-        {"is_exporting", "side_effect_op"} if _compat.TORCH_VERSION.startswith("2.6.") else set()
+        {"is_exporting", "side_effect_op", "cudagraph_unsafe_tag"}
+        if _compat.TORCH_VERSION.startswith("2.6.")
+        else set()
     )
     assert {name for name, used in _compat.PRIMARY.items() if not used} == expected
     assert set(_compat.PRIMARY) == {
@@ -65,6 +68,7 @@ def test_every_primary_path_is_in_use() -> None:
         "traced_stack",
         "is_exporting",
         "side_effect_op",
+        "cudagraph_unsafe_tag",
         "functional_calls_op_copy",
         "script_builtin",
         "dynamo_rules_cache",

@@ -13,7 +13,7 @@ from torch import nn
 
 import kl_guard
 from helpers import logits, marked_line
-from kl_guard import _deferred
+from kl_guard import _compat, _deferred
 
 SMOOTHED = nn.CrossEntropyLoss(label_smoothing=0.1)
 BCE = nn.BCEWithLogitsLoss()
@@ -169,15 +169,22 @@ def test_the_recorder_leaves_cuda_graphs_to_inductor(
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
 ) -> None:
     """inductor's reasons to skip CUDA graphs are the same with the recorder in the
-    graph as without it (on CPU, the device's own), and no node is one it refuses."""
+    graph as without it (on CPU, the device's own). The recorder is the one node it
+    keeps out of a capture (``cudagraph_unsafe``): with graph partition, inductor
+    runs it between the graph's CUDA-graphed parts, where a capture would replay
+    the graph without ever checking again."""
     plain, _ = _inductor_verdicts(loss)
     kl_guard.install(mode="log", check_every=1)
     guarded, records = _inductor_verdicts(loss)
-    assert guarded == plain
-    assert [refused for _, refused in guarded] == [None, None]  # forward, backward
+    assert [reason for reason, _ in guarded] == [reason for reason, _ in plain]
+    assert [refused for _, refused in plain] == [None, None]  # forward, backward
     [record] = records  # in the forward graph, mutating none of its inputs
     assert isinstance(record.target, torch._ops.OpOverload)
     assert not record.target._schema.is_mutable
+    if _compat.PRIMARY["cudagraph_unsafe_tag"]:
+        assert torch.Tag.cudagraph_unsafe in record.target.tags
+        assert [refused for _, refused in guarded] == [record, None]
+        assert torch._inductor.config.graph_partition  # partitioned around, not skipped
     assert kl_guard.counts().checked == 1
 
 
