@@ -18,8 +18,9 @@ import torch
 
 from kl_guard import _statistics
 from kl_guard._check import judgeable, tensor_info
-from kl_guard._contract import LossContract
+from kl_guard._contract import CROSS_ENTROPY, LossContract
 from kl_guard._family_rules import (
+    MULTI_HOT,
     WALL,
     Elements,
     FamilyCall,
@@ -40,6 +41,7 @@ Kwargs = dict[str, Any]
 #: A module's settings, read from the module as its forward reads them.
 _MODULE_ATTRIBUTES = ("reduction", "weight", "ignore_index", "label_smoothing", "pos_weight")
 _PER_ROW = len(_statistics.ROW_STATS)
+_HALF = (torch.bfloat16, torch.float16)
 _PER_ELEMENTS = 6
 
 
@@ -167,7 +169,8 @@ def measure(
                 continue
             k = _statistics.rows_for(x.shape[dim], sample_rows)
             rows = _statistics.sample_fibers(x.detach(), dim, k)
-            stats = _statistics.row_stats(rows if rows.dtype == dtype else rows.to(dtype))
+            half = x.dtype if x.dtype in _HALF else None
+            stats = _statistics.row_stats(rows if rows.dtype == dtype else rows.to(dtype), half)
             parts.append(_Part(which, dim, x.shape[dim], rows.shape[0]))
             packed.append(stats.flatten().to(torch.float32))
     if not packed:
@@ -247,11 +250,35 @@ def _elements(values: list[float], count: int) -> Elements:
     return Elements(count, lo, hi, int(low), int(high), target_lo, target_hi)
 
 
+def _screened(call: FamilyCall, input: torch.Tensor, target: torch.Tensor, rows: int) -> bool:
+    """Whether a cross_entropy call is certainly correct from a glance at its rows: a
+    negative input value rules out probabilities anywhere, and a soft target whose
+    values are >= 0 and whose rows sum to at most 1.1 is probabilities (or part of
+    them). Three kernels and one read, where the full numbers take a dozen."""
+    if call.loss is not CROSS_ENTROPY or call.class_dim is None:
+        return False
+    dim = call.class_dim
+    k = _statistics.rows_for(input.shape[dim], rows)
+    least = _statistics.sample_fibers(input.detach(), dim, k).amin()
+    if not _reads_target(call, target):
+        return bool(least < 0)
+    t = _statistics.sample_fibers(target.detach(), dim, k)
+    t = t if t.dtype == torch.float64 else t.float()
+    lo, least_target, most_sum = torch.stack(
+        (least.to(t.dtype), t.amin(), t.sum(-1).amax())
+    ).tolist()
+    return bool(lo < 0 and least_target >= 0 and most_sum <= MULTI_HOT)
+
+
 def examine(
     call: FamilyCall, input: torch.Tensor, target: torch.Tensor, weight: object, *, sample_rows: int
 ) -> list[Diagnosis]:
     """Every finding of one call, synchronously: one read-back, a second only where
-    the class dim looks like a distribution normalized over another dim."""
+    the class dim looks like a distribution normalized over another dim.
+
+    A cross_entropy call is screened first (:func:`_screened`)."""
+    if _screened(call, input, target, sample_rows):
+        return shape_findings(call)
     m = measure(call, input, target, weight, sample_rows=sample_rows)
     numbers = m.numbers(m.read())
     if wants_other_dims(call, numbers):

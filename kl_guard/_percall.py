@@ -70,11 +70,13 @@ NO_LATEST = Latest(None, -1, 1, False, SiteSchedule(1))
 class LayerCalls:
     """The call-site schedules of one layer, the site it saw last, and its traced calls."""
 
-    __slots__ = ("policy", "latest", "traced", "compiled")
+    __slots__ = ("policy", "recent", "traced", "compiled")
 
     def __init__(self) -> None:
         self.policy = ScheduleTable()
-        self.latest: Latest = NO_LATEST
+        #: the two sites seen last, the latest first: a step that calls two losses
+        #: (a distillation's kl_div and cross_entropy) finds both by identity
+        self.recent: tuple[Latest, Latest] = (NO_LATEST, NO_LATEST)
         self.traced = 0  # calls run by a tracing pass (see _traced_call)
         #: The schedules of calls in compiled graphs, by ``_compiled`` token.
         self.compiled: dict[int, SiteSchedule] = {}
@@ -130,28 +132,27 @@ def wrapper(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs) -> Any:
     view = ACTIVE.view
     if view is None:
         return wrapped(*args, **kwargs)
-    latest = view.schedule.latest
+    schedule = view.schedule
     # Not while a later pass of torch.compile or torch.export traces: those
     # run the user's lines again, on fake tensors, and are no eager call.
-    if (
-        latest.site.skip > 0
-        and latest.module is (instance is not None)
-        and not _compiler._is_compiling_flag
-    ):
-        try:
-            frame = _getframe(latest.depth)
-        except ValueError:  # a shallower stack than the latest site's
-            frame = None
-        except Exception as exc:  # the call goes on to the scheduled path
-            _reporting.internal_error(exc)
-            frame = None
-        if frame is not None and frame.f_code is latest.code and frame.f_lasti == latest.lasti:
-            latest.site.skip -= 1  # a decrement lost between threads only delays a check
-            return (
-                wrapped(*args, **kwargs)
-                if instance is None
-                else _module_call(wrapped, args, kwargs)
-            )
+    if not _compiler._is_compiling_flag:
+        module = instance is not None
+        # the latest site first: a loop of one loss line tries no other
+        for latest in schedule.recent:
+            if latest.site.skip <= 0 or latest.module is not module:
+                continue
+            try:
+                frame = _getframe(latest.depth)
+            except ValueError:  # a shallower stack than the latest site's
+                continue
+            except Exception as exc:  # the call goes on to the scheduled path
+                _reporting.internal_error(exc)
+                break
+            if frame.f_code is latest.code and frame.f_lasti == latest.lasti:
+                latest.site.skip -= 1  # a decrement lost between threads only delays a check
+                return (
+                    wrapped(*args, **kwargs) if not module else _module_call(wrapped, args, kwargs)
+                )
     return _scheduled_call(wrapped, instance, args, kwargs, view)
 
 
@@ -226,26 +227,27 @@ def _zero_dim(args: Args, kwargs: Kwargs) -> bool:
 def _locate(view: View, module: bool, caller: FrameType | None) -> tuple[FrameType | None, bool]:
     """The user's frame of a call, and whether its schedule checks it now."""
     schedule = view.schedule
-    latest = schedule.latest
-    frame = caller
-    for _ in range(latest.depth - 1):
-        frame = frame.f_back if frame is not None else None
-    if (
-        frame is None
-        or frame.f_code is not latest.code
-        or frame.f_lasti != latest.lasti
-        or latest.module is not module
-    ):
-        frame = _sites.user_frame_from(caller)
-        # f_lasti, not f_lineno: the line number decodes the code's line table
-        site = schedule.policy.site(
-            frame.f_code if frame else None, frame.f_lasti if frame else -1, view.config
-        )
-        depth = _depth(caller, frame)
-        if frame is not None and depth:
-            schedule.latest = Latest(frame.f_code, frame.f_lasti, depth, module, site)
-        return frame, site.due(view.config)
-    return frame, latest.site.due(view.config)
+    for latest in schedule.recent:
+        frame = caller
+        for _ in range(latest.depth - 1):
+            frame = frame.f_back if frame is not None else None
+        if (
+            frame is not None
+            and frame.f_code is latest.code
+            and frame.f_lasti == latest.lasti
+            and latest.module is module
+        ):
+            return frame, latest.site.due(view.config)
+    frame = _sites.user_frame_from(caller)
+    # f_lasti, not f_lineno: the line number decodes the code's line table
+    site = schedule.policy.site(
+        frame.f_code if frame else None, frame.f_lasti if frame else -1, view.config
+    )
+    depth = _depth(caller, frame)
+    if frame is not None and depth:
+        latest = Latest(frame.f_code, frame.f_lasti, depth, module, site)
+        schedule.recent = (latest, schedule.recent[0])
+    return frame, site.due(view.config)
 
 
 def _depth(caller: FrameType | None, frame: FrameType | None) -> int:

@@ -145,18 +145,24 @@ def compute(
         return packed.to(torch.float32)
 
 
-def row_stats(rows: torch.Tensor) -> torch.Tensor:
+def row_stats(rows: torch.Tensor, grids: torch.dtype | None = None) -> torch.Tensor:
     """The :data:`ROW_STATS` of each row of ``rows`` (``[..., rows, size]``), as one
     ``[6, ..., rows]`` stack: fewer kernels than flattening and concatenating each,
-    which is what small calls pay for."""
+    which is what small calls pay for. ``grids``: the half dtype the values were
+    read from, whose grid they are on by construction (no round trip to measure)."""
+    if grids is None:
+        on_bfloat16, on_float16 = _on_grid(rows, torch.bfloat16), _on_grid(rows, torch.float16)
+    else:
+        on_bfloat16 = rows.new_full(rows.shape[:-1], float(grids == torch.bfloat16))
+        on_float16 = rows.new_full(rows.shape[:-1], float(grids == torch.float16))
     return torch.stack(
         (
             rows.amin(-1),
             rows.amax(-1),
             rows.sum(-1),
             torch.logsumexp(rows, -1),
-            _on_grid(rows, torch.bfloat16),
-            _on_grid(rows, torch.float16),
+            on_bfloat16,
+            on_float16,
         )
     )
 

@@ -310,7 +310,7 @@ def active_view() -> _percall.View:
 
 def latest_site() -> tuple[object, int]:
     """The latest call site of the active layer and its countdown, to compare later."""
-    latest = active_view().schedule.latest
+    latest = active_view().schedule.recent[0]
     return latest, latest.site.skip
 
 
