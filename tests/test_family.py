@@ -123,6 +123,18 @@ MISUSES = [
         lambda: (torch.sigmoid(randn(16, 10)), labels(10, 16)),
         code="KLG011",
     ),
+    Idiom(
+        "nll-softmax-large-vocabulary",  # every probability below the tolerance
+        NLL_LOSS,
+        lambda: (F.softmax(randn(4, 32_000), dim=1), labels(32_000, 4)),
+        code="KLG011",
+    ),
+    Idiom(
+        "nll-sigmoid-prior-bf16",  # sigmoid outputs near 0.01: below bf16's tolerance
+        NLL_LOSS,
+        lambda: (torch.sigmoid(randn(16, 10, scale=0.1) - 4.6).bfloat16(), labels(10, 16)),
+        code="KLG011",
+    ),
     Idiom("nll-logits", NLL_LOSS, lambda: (randn(16, 10), labels(10, 16)), code="KLG011"),
     Idiom(
         "nll-log-softmax-over-batch",

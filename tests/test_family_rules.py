@@ -347,6 +347,26 @@ def test_a_value_above_0_beyond_the_tolerance(dtype: str, tol: float) -> None:
 
 
 @pytest.mark.parametrize(
+    ("dtype", "tol"), [("float32", F32_TOL), ("bfloat16", HALF_TOL), ("float16", HALF_TOL)]
+)
+def test_no_value_below_0_beyond_the_tolerance(dtype: str, tol: float) -> None:
+    """A row of (part of) log-probabilities over 2 classes or more holds a value of -log 2
+    or less; probabilities over a large vocabulary stay below any tolerance."""
+
+    def from_(lo: float) -> list[str]:
+        return nll(side(lo, 0.5 * tol, lse=(10.0, 10.4)), dtype=dtype)
+
+    assert from_(0.0) == ["KLG011"]
+    assert from_(-tol) == ["KLG011"]
+    assert from_(-1.1 * tol) == []
+    assert from_(-math.log(2)) == []
+    call = family_call(NLL_LOSS, (4, 32_000), dtype)
+    softmax = rows(side(1e-6, 1e-3, lse=(10.37, 10.37)), 32_000, read=2)
+    [diagnosis] = value_findings(call, Numbers({1: softmax}))
+    assert diagnosis.headline == _words.family_input_headline(NLL_LOSS, Space.PROB)
+
+
+@pytest.mark.parametrize(
     ("input", "looks"),
     [
         (SOFTMAX, Space.PROB),
