@@ -84,6 +84,22 @@ def padded_255() -> Tensors:
     return z, y
 
 
+def simclr() -> Tensors:
+    """SimCLR's logits: cosine similarities / 0.1, -inf on the diagonal; each view's pair."""
+    z = F.normalize(randn(16, 32), dim=1)
+    sim = z @ z.T / 0.1
+    sim.fill_diagonal_(-torch.inf)
+    return sim, (torch.arange(16) + 8) % 16
+
+
+def top_k_log_probabilities(x: torch.Tensor, k: int) -> torch.Tensor:
+    """log of the probabilities renormalized over the top k: -inf elsewhere."""
+    probs = F.softmax(x, dim=1)
+    top = probs.topk(k, dim=1)
+    kept = torch.zeros_like(probs).scatter(1, top.indices, top.values)
+    return (kept / kept.sum(1, keepdim=True)).log()
+
+
 WEIGHT_PADDING = torch.tensor([1.0] * 6 + [0.0] * 2)
 
 MISUSES = [
@@ -109,6 +125,18 @@ MISUSES = [
         "ce-softmax-two-classes",
         CROSS_ENTROPY,
         lambda: (F.softmax(randn(32, 2), dim=1), labels(2, 32)),
+        code="KLG010",
+    ),
+    Idiom(
+        "ce-softmax-vocabulary-bf16",
+        CROSS_ENTROPY,
+        lambda: (F.softmax(randn(2, 152_064, scale=3).bfloat16(), dim=1), labels(152_064, 2)),
+        code="KLG010",
+    ),
+    Idiom(
+        "ce-softmax-simclr",
+        CROSS_ENTROPY,
+        lambda: (F.softmax(simclr()[0], dim=1), simclr()[1]),
         code="KLG010",
     ),
     Idiom(
@@ -199,6 +227,38 @@ CORRECT = [
         "ce-soft-target",
         CROSS_ENTROPY,
         lambda: (randn(16, 10), F.softmax(randn(16, 10, seed=1), dim=1)),
+    ),
+    Idiom(
+        "ce-empty-batch",
+        CROSS_ENTROPY,
+        lambda: (randn(0, 10), torch.zeros(0, dtype=torch.long)),
+    ),
+    Idiom(
+        "ce-every-row-ignored",
+        CROSS_ENTROPY,
+        lambda: (randn(16, 10), torch.full((16,), 255)),
+        {"ignore_index": 255},
+    ),
+    Idiom("ce-simclr", CROSS_ENTROPY, simclr),
+    Idiom(
+        "ce-vocabulary-bf16",
+        CROSS_ENTROPY,
+        lambda: (randn(2, 152_064, scale=3).bfloat16(), labels(152_064, 2)),
+    ),
+    Idiom(
+        "ce-teacher-bf16",
+        CROSS_ENTROPY,
+        lambda: (randn(16, 10), F.softmax(randn(16, 10, seed=1).bfloat16(), dim=1).float()),
+    ),
+    Idiom(
+        "nll-log-top-k",  # -inf outside the top 3
+        NLL_LOSS,
+        lambda: (top_k_log_probabilities(randn(16, 10), 3), labels(3, 16)),
+    ),
+    Idiom(
+        "nll-class-subset",
+        NLL_LOSS,
+        lambda: (F.log_softmax(randn(16, 10), dim=1)[:, :4], labels(4, 16)),
     ),
     Idiom("nll-log-softmax", NLL_LOSS, lambda: (F.log_softmax(randn(16, 10), 1), labels(10, 16))),
     Idiom("bce-logits", BCE_WITH_LOGITS, binary),
