@@ -7,8 +7,8 @@ where docs/evidence.md measured a margin between misuse and correct code:
   the class dim or another one, with enough distinct rows for the class
   count; KLG013: one class; KLG015: a soft target with negative values or a
   row summing above 1.1.
-- nll_loss (KLG011): a value above 0 (probabilities, scores, raw logits), or
-  log-probabilities over another dim.
+- nll_loss (KLG011): a value above 0, or none below 0 (probabilities, scores,
+  raw logits; beyond rounding either way), or log-probabilities over another dim.
 - binary_cross_entropy_with_logits (KLG012): every value in [0, 1], not all
   equal, at least 4 within 1e-3 of each wall and 5% of all within 1e-3 of
   either; KLG014: a target below -0.5 or above 1.5.
@@ -254,7 +254,10 @@ def _nll_loss(call: FamilyCall, numbers: Numbers) -> list[Diagnosis]:
     ndim = len(call.input.shape)
     side = rows.side
     tol = norm_tolerance(carried_dtype(call.input.dtype, side))
-    if side.value.hi > tol:
+    # Every row of (part of) log-probabilities over 2 classes or more holds a value of
+    # -log 2 or less: rows read with none below -tol are probabilities or scores, however
+    # small their values (a softmax over a large vocabulary stays below any tolerance).
+    if side.value.hi > tol or side.value.lo >= -tol:
         space = classify(side, rows.kept, call.input.dtype, rows.size)
         looks = _NLL_LOOKS.get(space, Space.SIGNED)
         return [
