@@ -52,7 +52,8 @@ FAMILY = (
             "input must be log-probabilities, the output of log_softmax. Probabilities give "
             "a loss in [-1, 0] that rewards a class's probability without the log; raw "
             "logits make it unbounded below. F.cross_entropy(logits, y) is log_softmax and "
-            "nll_loss in one. At run time: a value above 0 (beyond rounding), or "
+            "nll_loss in one. At run time: a value above 0 (beyond rounding), no value below "
+            "0 (log-probabilities over 2 classes or more have one at -0.69 or less), or "
             "log-probabilities normalized over another dim than the class dim.\n\n" + _LINTED
         ),
         cause="`F.nll_loss(F.softmax(x, 1), y)`: softmax where log_softmax was meant",
