@@ -125,8 +125,8 @@ def parse_codes(value: object, *, option: str) -> frozenset[str]:
         code = item.strip().upper() if isinstance(item, str) else item
         if code == ALL:
             codes.update(CODES)
-        elif isinstance(item, str) and item.strip() in _LOSS_CODES:
-            codes.update(_LOSS_CODES[item.strip()])
+        elif isinstance(item, str) and item.strip().lower() in _LOSS_CODES:
+            codes.update(_LOSS_CODES[item.strip().lower()])
         elif code in CODES:
             codes.add(code)
         else:

@@ -134,7 +134,14 @@ class Measurement:
         return Numbers(inputs, target, elements)
 
     def diagnose(self, values: list[float] | None) -> list[Diagnosis]:
-        return shape_findings(self.call) + value_findings(self.call, self.numbers(values))
+        """The findings, from the numbers read back; the other dims, measured with the
+        class dim when deferred, are read only where :func:`examine` would read them."""
+        numbers = self.numbers(values)
+        if not wants_other_dims(self.call, numbers):
+            numbers = dataclasses.replace(
+                numbers, input={d: r for d, r in numbers.input.items() if d == self.call.class_dim}
+            )
+        return shape_findings(self.call) + value_findings(self.call, numbers)
 
 
 def measure(
@@ -200,7 +207,7 @@ def _measure_elements(
         t = t.to(x.dtype)
         # A weight of 0 marks an element that counts for nothing: its target is not
         # read, nor any target where the weight is given but not at hand (a compiled graph)
-        counted = torch.full_like(t, not call.weighted, dtype=torch.bool)
+        counted = (torch.zeros_like if call.weighted else torch.ones_like)(t, dtype=torch.bool)
         if isinstance(weight, torch.Tensor):
             try:
                 counted = _flat_sample(weight.detach().expand_as(target)) != 0

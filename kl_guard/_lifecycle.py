@@ -71,7 +71,8 @@ _LAYERS = _Layers()
 
 def _guarded(layers: list[_Layer]) -> tuple[LossContract, ...]:
     """kl_div, and each other loss one of whose codes an active layer reports:
-    a loss none of whose codes is selected is not patched, and costs nothing."""
+    a loss none of whose codes is selected is not patched, and costs nothing
+    (one patched stays so until the last layer ends: ``_patch.Patch.apply``)."""
     return (KL_DIV,) + tuple(
         contract
         for contract in FAMILY

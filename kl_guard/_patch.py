@@ -198,19 +198,22 @@ class Patch:
         wrappers: Mapping[str, Callable[..., Any]],
         losses: tuple[LossContract, ...] = (KL_DIV,),
     ) -> None:
-        """Wrap the targets of ``losses`` with the wrapper of each role (lock held;
-        a no-op when those are on already).
+        """Wrap the targets of each of ``losses`` not wrapped yet with the wrapper of
+        each role (lock held).
+
+        A loss once patched stays patched until :meth:`remove`, whatever the
+        layers select later: removing a wrapper switches it off, and a reference
+        taken while it was on (``self.criterion = F.cross_entropy``, a
+        ``functools.partial``) would call torch unchecked and uncounted ever after.
 
         ``torch.kl_div`` is patched only where ``F.kl_div``'s own call of it
         can pass the patch by (``_compat.calling_op``): else every
         ``F.kl_div`` call would pay for a second wrapper.
         """
-        if self._applied and self.losses == losses:
-            return
-        if self._applied:
-            self.remove()
+        patched = self.losses
         for contract in losses:
-            self._apply(wrappers, contract)
+            if contract not in patched:
+                self._apply(wrappers, contract)
         # torch's 'mean' warning names the frame that called F.kl_div: for a
         # patched call, one of the wrapper's own module
         self._mean_warning = _mean_warning(wrappers["call"].__module__)

@@ -120,6 +120,8 @@ _THREAD = _Thread()
 
 _getframe = _compat.getframe
 _is_dynamo_compiling = torch.compiler.is_dynamo_compiling
+# public and documented, but not re-exported in torch.jit's stubs
+_jit_tracing: Callable[[], bool] = torch.jit.is_tracing  # type: ignore[attr-defined]
 
 
 def wrapper(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs) -> Any:
@@ -206,6 +208,8 @@ def _scheduled_call(wrapped: Wrapped, instance: Any, args: Args, kwargs: Kwargs,
             return _patch.call_unfiltered(wrapped, args, kwargs)
         return _module_call(wrapped, args, kwargs)
     if _THREAD.in_module_call:  # the F.kl_div inside a module's forward
+        return _call(wrapped, instance, args, kwargs)
+    if _jit_tracing():  # torch.jit.trace would record kl_guard's own kernels in the graph
         return _call(wrapped, instance, args, kwargs)
     if _compiler._is_compiling_flag:
         return _traced_call(wrapped, instance, args, kwargs, view)

@@ -32,7 +32,7 @@ from kl_guard import (
     _percall,
     _reporting,
 )
-from kl_guard._contract import FAMILY, KL_DIV, LossContract
+from kl_guard._contract import KL_DIV, LossContract
 
 _lock = _locks.Lock()
 _defined: list[bool] = []
@@ -107,7 +107,12 @@ def _prepared(wrapper: Any) -> Callable[..., Any]:
                 torch.compiler.assume_constant_result(_compiled.site_token)  # type: ignore[no-untyped-call]
                 _prepared_for_dynamo.append(True)
     contract = getattr(wrapper, "_self_contract", KL_DIV)
-    return traced if contract is KL_DIV else _FAMILY_TRACED[contract.name]
+    if contract is KL_DIV:
+        return traced
+    family = _FAMILY_TRACED.get(contract.name)
+    if family is None:  # torch's function: nothing of kl_guard's is traced into
+        family = _FAMILY_TRACED[contract.name] = family_traced(contract, wrapper.__wrapped__)
+    return family
 
 
 def traced(*args: Any, **kwargs: Any) -> Any:
@@ -148,13 +153,11 @@ def _record_call(
         torch.ops.kl_guard.record(token, input.detach(), target.detach(), loss.detach())
 
 
-def family_traced(contract: LossContract) -> Callable[..., Any]:
+def family_traced(contract: LossContract, function: Callable[..., Any]) -> Callable[..., Any]:
     """What dynamo traces for a call of the patched function of ``contract``:
-    torch's own function, then the record of its tensors and settings."""
-    path = ("torch.nn.functional", contract.name)
+    torch's own ``function``, then the record of its tensors and settings."""
 
     def traced_loss(*args: Any, **kwargs: Any) -> Any:
-        function = _patch.PATCH.callee(path) or getattr(torch.nn.functional, contract.name)
         loss = function(*args, **kwargs)
         bound = _family_check.bind(contract, args, kwargs, None)
         input, target = bound.get("input"), bound.get("target")
@@ -177,4 +180,5 @@ def family_traced(contract: LossContract) -> Callable[..., Any]:
     return traced_loss
 
 
-_FAMILY_TRACED = {contract.name: family_traced(contract) for contract in FAMILY}
+#: Each family loss's traced function, made when dynamo first meets its wrapper.
+_FAMILY_TRACED: dict[str, Callable[..., Any]] = {}
