@@ -276,8 +276,10 @@ def _at_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _finish_then_end() -> None:
-    _finish()
-    os.kill(os.getpid(), signal.SIGTERM)
+    try:
+        _finish()
+    finally:  # whatever went wrong, the SIGTERM still ends the process
+        os.kill(os.getpid(), signal.SIGTERM)
 
 
 _PACKAGE = os.path.dirname(os.path.abspath(__file__)) + os.sep
