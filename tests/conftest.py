@@ -24,6 +24,15 @@ settings.register_profile(
     derandomize=True,
     suppress_health_check=[HealthCheck.too_slow],
 )
+# The oldest and newest torch (.ci/versions): what differs between releases is torch's
+# behaviour, which a few derandomized examples reach; the main job searches deeper.
+settings.register_profile(
+    "versions",
+    max_examples=12,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 
