@@ -243,8 +243,36 @@ _HOOKED: list[bool] = []
 def _hook_process() -> None:
     """The process-wide hooks, set once (``os.register_at_fork`` has no undo)."""
     _locks.after_fork(_after_fork)  # after _locks' own hook (its import): the locks are free
+    if hasattr(os, "register_at_fork") and hasattr(signal, "pthread_sigmask"):
+        os.register_at_fork(
+            before=_hold_sigterm, after_in_parent=_release_sigterm, after_in_child=_release_sigterm
+        )
     atexit.register(_finish)
     _HOOKED.append(True)
+
+
+class _Fork(threading.local):
+    #: the forking thread's signal mask before the fork, while SIGTERM is held over it
+    mask: set[int | signal.Signals] | None = None
+
+
+_FORK = _Fork()
+
+
+def _hold_sigterm() -> None:
+    """Hold SIGTERM over a fork while kl_guard's handler takes it. A child's Python
+    drops the signals that arrive before it has reset their state after the fork: a
+    SIGTERM that ``Pool.terminate()`` sends to a worker just forked would be lost, and
+    the worker, whose handler is Python's, would live on (and the pool's join hang).
+    Held, it stays pending, and the child takes it once it can."""
+    if signal.getsignal(signal.SIGTERM) is _at_sigterm:
+        _FORK.mask = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+
+
+def _release_sigterm() -> None:
+    mask, _FORK.mask = _FORK.mask, None
+    if mask is not None:
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
 
 def _write_safely(part: Part, *, complete: bool) -> None:

@@ -580,3 +580,30 @@ def test_a_process_keeps_its_rank_past_destroy_process_group(
     assert not dist.is_initialized() and part.rank_now([]) == 0
     if part.lock is not None:
         os.close(part.lock)
+
+
+SIGTERM_AT_BIRTH = """\
+import os, signal, sys, time
+import torch  # the run guards a process once it imports torch
+
+lived = 0
+for _ in range(20):
+    pid = os.fork()
+    if pid == 0:
+        time.sleep(0.5)
+        os._exit(7)
+    os.kill(pid, signal.SIGTERM)  # at once: the child may not run Python yet
+    _, status = os.waitpid(pid, 0)
+    lived += os.WIFEXITED(status) and os.WEXITSTATUS(status) == 7
+sys.exit(lived)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_sigterm_sent_right_after_a_fork_ends_the_child(tmp_path: Path) -> None:
+    """kl_guard's SIGTERM handler is Python's, and a child's Python drops the signals
+    that arrive before it has reset their state: without SIGTERM held over the fork,
+    195 of 200 such children lived on (a Pool.terminate() then hangs on its join)."""
+    (tmp_path / "main.py").write_text(SIGTERM_AT_BIRTH)
+    code, stderr, _ = run_job(tmp_path, "warn", "main.py")
+    assert code == 0, stderr  # how many children outlived their SIGTERM
