@@ -92,7 +92,13 @@ def main() -> None:
     trainer = (SoftmaxTwiceTrainer if args.misuse else Trainer)(
         model=gpt2(), args=training, train_dataset=Tokens(32)
     )
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        # the gloo group left to the interpreter's exit aborts a rank now and then
+        # ("terminate called without an active exception"), as Lightning's does
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

@@ -103,7 +103,13 @@ def main() -> None:
         teacher=bert(layers=2, width=64),
         misuse=args.misuse,
     )
-    trainer.train()
+    try:
+        trainer.train()
+    finally:
+        # the gloo group left to the interpreter's exit aborts a rank now and then
+        # ("terminate called without an active exception"), as Lightning's does
+        if torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":
