@@ -99,6 +99,15 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument("args", nargs=argparse.REMAINDER, help="the program's own arguments")
     run.set_defaults(error=run.error)
+    merge = commands.add_parser(
+        "merge",
+        help="merge the --json reports of a job's nodes into one summary",
+        description="Merge the JSON reports that `python -m kl_guard run --json` wrote on each "
+        "node of a multi-node job: one summary (stderr), optionally one JSON report, and the "
+        "job's exit status (the first failing node's; 2 when a report cannot be read).",
+    )
+    merge.add_argument("reports", nargs="+", metavar="REPORT.json", help="the nodes' reports")
+    merge.add_argument("--json", metavar="PATH", help="also write the merged report to PATH")
     _lint_parser(commands)
     return parser
 
@@ -188,6 +197,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if args.command == "lint":
         return _lint(args)
+    if args.command == "merge":
+        from kl_guard._merge import merge
+
+        return merge(args.reports, args.json)
     if args.command == "demo":
         from kl_guard._demo import run
 

@@ -55,9 +55,13 @@ class Process:
     name: str = ""
     #: Still running when the runner gave up waiting for its whole record
     running: bool = False
+    #: The report it came from, where ``merge`` joined several nodes' (pids repeat across nodes)
+    node: str = ""
 
     def label(self) -> str:
-        return f"rank {self.rank}" if self.rank is not None else f"pid {self.pid}"
+        if self.rank is not None:
+            return f"rank {self.rank}"
+        return f"pid {self.pid} on {self.node}" if self.node else f"pid {self.pid}"
 
 
 @contextlib.contextmanager

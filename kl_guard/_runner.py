@@ -25,12 +25,12 @@ import sysconfig
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from types import FrameType
-from typing import Any, TextIO
+from typing import Any
 
 from kl_guard import _processes
 from kl_guard._config import Mode, configure, default_config
 from kl_guard._findings import Counts, Finding, to_dict
-from kl_guard._summary import headline, plural, summary_lines
+from kl_guard._summary import job_summary
 
 JSON_VERSION = 1
 
@@ -76,10 +76,18 @@ def run(
         # turn into a clean exit.
         print(_SWALLOWED, file=sys.stderr)
         status = 1
-    _summarize(found, counts, processes, mode, sys.stderr, rank)
+    of = (
+        f"mode={mode}"
+        if rank is None
+        else f"mode={mode}, rank {rank} of {os.environ['WORLD_SIZE']}"
+    )
+    lines = job_summary(found, counts, processes, of)
+    if rank == 0:
+        lines.insert(1, f"  {_ONE_PER_RANK}")
+    print("\n".join(lines), file=sys.stderr)
     if report is not None:
         try:
-            _write_json(report, found, counts, processes, mode, status)
+            write_json(report, found, counts, processes, mode.value, status)
         except OSError as exc:
             print(f"kl_guard: could not write the JSON report: {exc}", file=sys.stderr)
             return status or 2
@@ -227,88 +235,18 @@ _SWALLOWED = (
 )
 
 
-def _summarize(
-    found: Sequence[Finding],
-    counts: Counts,
-    processes: Sequence[_processes.Process],
-    mode: Mode,
-    stream: TextIO,
-    rank: int | None = None,
-) -> None:
-    cut = [p for p in processes if not p.complete]
-    line = headline(found, counts, at_least=bool(cut))
-    if len(processes) > 1:
-        line += f", in {len(processes)} processes"
-    ended, running = sum(not p.running for p in cut), sum(p.running for p in cut)
-    short = [f"{ended} ended before writing its whole record"] if ended else []
-    short += [f"{running} still running"] if running else []
-    if short:
-        line += f" ({', '.join(short)})"
-    of = "" if rank is None else f", rank {rank} of {os.environ['WORLD_SIZE']}"
-    print(f"kl_guard summary (mode={mode}{of}): {line}", file=stream)
-    if rank == 0:
-        print(f"  {_ONE_PER_RANK}", file=stream)
-    if len(processes) > 1 or cut:
-        for said in _process_lines(processes):
-            print(f"  {said}", file=stream)
-    if found:
-        labelled = [
-            f
-            if f.rank is None
-            else dataclasses.replace(f, location=f"{f.location} (rank {f.rank})")
-            for f in found
-        ]
-        for line in summary_lines(labelled):
-            print(f"  {line}", file=stream)
-
-
-def _process_lines(processes: Sequence[_processes.Process]) -> list[str]:
-    """A line per process that saw a loss call or did not write its whole record; one line
-    for the rest (DataLoader workers, launchers)."""
-    labels = [p.label() for p in processes]
-    shared = {label for label in labels if labels.count(label) > 1}
-    lines, quiet = [], []
-    for process, label in zip(processes, labels, strict=True):
-        if label in shared and process.rank is not None:  # a rank's forked children
-            label += f" pid {process.pid}"
-        cut = "" if process.complete else _RUNNING if process.running else _CUT
-        if process.findings or process.counts.seen:
-            said = headline(process.findings, process.counts)
-            lines.append(f"{label}: {said}{cut and '; '}{cut}")
-        elif cut:
-            lines.append(f"{label}: {cut}")
-        else:
-            quiet.append(label)
-    if quiet:
-        shown = ", ".join(quiet[:_SHOWN]) + (", ..." if len(quiet) > _SHOWN else "")
-        lines.append(f"{plural(len(quiet), 'process')} saw no loss call: {shown}")
-    return lines
-
-
-_SHOWN = 8
-_CUT = (
-    "ended before writing its whole record (killed, or os._exit outside multiprocessing): "
-    "its findings are all here, but calls after its last finding are not counted"
-)
-
-
-_RUNNING = (
-    "still running when the program ended (a server or daemon process): "
-    "calls after its last finding are not counted"
-)
-
-
-def _write_json(
+def write_json(
     path: str,
     found: Sequence[Finding],
     counts: Counts,
     processes: Sequence[_processes.Process],
-    mode: Mode,
+    mode: str,
     status: int,
 ) -> None:
+    """The run's JSON report (README, "The JSON report"); ``merge`` writes the same."""
     report = {
         "version": JSON_VERSION,
-        "mode": mode.value,
+        "mode": mode,
         "findings": [to_dict(f) for f in found],
         "calls": to_dict(counts),
         "processes": [

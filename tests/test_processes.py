@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from helpers import run_subprocess
-from kl_guard import _processes, _runner
+from kl_guard import _processes
 from kl_guard._findings import Counts, Finding
+from kl_guard._summary import process_lines
 
 
 def finding(location: str, rank: int | None, count: int = 1) -> Finding:
@@ -372,7 +373,7 @@ def test_the_summary_names_each_busy_process_and_counts_the_quiet_ones() -> None
         dataclasses.replace(process(40, None, 0), complete=False),
         dataclasses.replace(process(41, None, 0), complete=False, running=True),  # a server
     ]
-    lines = _runner._process_lines(processes)
+    lines = process_lines(processes)
     assert lines[:3] == [
         "rank 0 pid 10: 1 finding in 5 loss calls (5 checked from their tensors)",
         "rank 0 pid 11: no findings in 2 loss calls (2 checked from their tensors)",
