@@ -23,10 +23,12 @@ import types
 import warnings
 from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import wrapt
+
+T = TypeVar("T")
 
 #: Which primary path is in use, by detail (False: its fallback).
 PRIMARY: dict[str, bool] = {}
@@ -80,6 +82,29 @@ def _walk_up(depth: int = 0) -> FrameType:
 getframe: Callable[[int], FrameType] = (
     sys._getframe if primary("getframe", hasattr(sys, "_getframe")) else _walk_up
 )
+
+
+def calling_instance(kind: type[T], depth: int = 2, within: int = 4) -> T | None:
+    """The ``kind`` that is ``self`` in the nearest of ``within`` frames from ``depth`` up
+    (2: the caller's caller); None where none is.
+
+    How a framework's callback finds the object that calls it, where the framework hands
+    it none: transformers' ``CallbackHandler`` calls each callback's events from a method
+    of its own (``call_event``). Frames read by their documented ``f_locals``.
+    """
+    try:
+        frame: FrameType | None = getframe(depth)
+    except ValueError:
+        return None
+    for _ in range(within):
+        if frame is None:
+            return None
+        found = frame.f_locals.get("self")
+        if isinstance(found, kind):
+            return found
+        frame = frame.f_back
+    return None
+
 
 # -- functorch's wrapped tensors ----------------------------------------------
 _functorch_wrapped: Callable[[torch.Tensor], bool] | None = getattr(

@@ -201,6 +201,13 @@ class Guard:
     def active(self) -> bool:
         return self._layer is not None
 
+    @property
+    def config(self) -> Config | None:
+        """The settings in effect while it runs (or ran last), options inherited included;
+        None before it starts."""
+        layer = self._layer or self._last
+        return layer.config if layer else None
+
     def start(self) -> None:
         _compat.require_supported_torch()
         with PATCH.lock:

@@ -93,9 +93,9 @@ def settings() -> dict[str, Any] | None:
     return json.loads(raw) if raw else None
 
 
-def write(folder: str, process: Process) -> None:
-    """Write ``process``'s record in ``folder``, whole or not at all (a rename)."""
-    record = {
+def as_record(process: Process) -> dict[str, Any]:
+    """``process`` as plain data: its record in a run's folder, or what a rank sends rank zero."""
+    return {
         "pid": process.pid,
         "rank": process.rank,
         "argv": list(process.argv),
@@ -103,6 +103,11 @@ def write(folder: str, process: Process) -> None:
         "findings": [to_dict(f) for f in process.findings],
         "complete": process.complete,
     }
+
+
+def write(folder: str, process: Process) -> None:
+    """Write ``process``'s record in ``folder``, whole or not at all (a rename)."""
+    record = as_record(process)
     fd, temporary = tempfile.mkstemp(dir=folder, prefix=f".{process.name}.", suffix=".tmp")
     with open(fd, "w", encoding="utf-8") as file:
         json.dump(record, file)
@@ -157,13 +162,15 @@ def collect(folder: str) -> list[Process]:
             continue
         try:
             with open(os.path.join(folder, entry), encoding="utf-8") as file:
-                processes.append(_process(entry[: -len(".json")], json.load(file)))
+                processes.append(from_record(entry[: -len(".json")], json.load(file)))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"kl_guard: the record {entry} could not be read: {exc!r}", file=sys.stderr)
     return sorted(processes, key=lambda p: (p.rank is None, p.rank or 0, p.pid))
 
 
-def _process(name: str, record: dict[str, Any]) -> Process:
+def from_record(name: str, record: dict[str, Any]) -> Process:
+    """The process :func:`as_record` made, named ``name``; a finding without a rank takes
+    its process's."""
     rank = record["rank"]
     return Process(
         pid=record["pid"],

@@ -182,8 +182,8 @@ def internal_error(exc: BaseException) -> None:
     # A broken logging setup must not reach the user either.
     with contextlib.suppress(Exception):
         logger.error(
-            "kl_guard failed while checking a kl_div call and skipped that check; "
-            "the call's result is unaffected. Please report this. (%s: %s)",
+            "kl_guard failed while checking a loss call or reporting a finding, and skipped "
+            "that step; the program's results are unaffected. Please report this. (%s: %s)",
             type(exc).__name__,
             exc,
             exc_info=exc,

@@ -95,7 +95,7 @@ def test_a_failing_stage_never_reaches_the_user(
     # Said once, not once per call; the message proves the fault was reached.
     [record] = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert record.name == "kl_guard"
-    assert "kl_guard failed while checking a kl_div call" in record.getMessage()
+    assert "kl_guard failed while checking a loss call" in record.getMessage()
     assert "RuntimeError: injected" in record.getMessage()
 
 

@@ -1,9 +1,13 @@
-"""Distillation with Lightning on CPU: ``python lightning_distill.py STRATEGY [--misuse]``.
+"""Distillation with Lightning on CPU: ``python lightning_distill.py STRATEGY [--misuse]
+[--callback MODE --logs DIR] [--compile]``.
 
 A frozen teacher and a smaller student, both random MLPs, trained for a few
 steps on two CPU processes (gloo) with ``Trainer(strategy=STRATEGY)``
-(``ddp`` or ``ddp_spawn``). The loss is a temperature-scaled KL divergence;
-``--misuse`` passes the teacher's raw logits as the target.
+(``ddp`` or ``ddp_spawn``; ``single`` is one process). The loss is a temperature-scaled
+KL divergence; ``--misuse`` passes the teacher's raw logits as the target.
+``--callback MODE`` guards the fit with ``kl_guard.lightning.KLGuardCallback``,
+logging to a CSV and a TensorBoard logger under ``--logs``; ``--compile`` trains a
+``torch.compile``d module.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import argparse
 
 import lightning as L
 import torch
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -37,11 +42,15 @@ class Distillation(L.LightningModule):
         self.teacher.requires_grad_(False)
         self.student = nn.Sequential(nn.Linear(FEATURES, 16), nn.ReLU(), nn.Linear(16, CLASSES))
 
-    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
-        (x,) = batch
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # The loss in forward: what torch.compile(module) compiles
         with torch.no_grad():
             teacher = self.teacher(x)
         return distillation_loss(self.student(x), teacher, self.misuse)
+
+    def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        (x,) = batch
+        return self(x)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.student.parameters(), lr=0.1)
@@ -49,23 +58,38 @@ class Distillation(L.LightningModule):
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("strategy", choices=["ddp", "ddp_spawn"])
+    parser.add_argument("strategy", choices=["ddp", "ddp_spawn", "single"])
     parser.add_argument("--misuse", action="store_true")
+    parser.add_argument("--callback", choices=["warn", "raise"])
+    parser.add_argument("--logs")
+    parser.add_argument("--compile", action="store_true")
     args = parser.parse_args()
     torch.manual_seed(0)
     data = DataLoader(TensorDataset(torch.randn(64, FEATURES)), batch_size=8)
+    callbacks, loggers = [], []
+    if args.callback:
+        from kl_guard.lightning import KLGuardCallback
+
+        callbacks.append(KLGuardCallback(mode=args.callback))
+        loggers = [CSVLogger(args.logs, name="csv"), TensorBoardLogger(args.logs, name="tb")]
+    single = args.strategy == "single"
     trainer = L.Trainer(
         accelerator="cpu",
-        devices=2,
-        strategy=args.strategy,
+        devices=1 if single else 2,
+        strategy="auto" if single else args.strategy,
         max_steps=4,
-        logger=False,
+        logger=loggers or False,
+        log_every_n_steps=1,
+        callbacks=callbacks,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
     )
+    module: L.LightningModule = Distillation(args.misuse)
+    if args.compile:
+        module = torch.compile(module, backend="aot_eager")  # type: ignore[assignment]
     try:
-        trainer.fit(Distillation(args.misuse), data)
+        trainer.fit(module, data)
     finally:
         # Lightning leaves the gloo group to the interpreter's exit, where its
         # threads abort the process now and then ("terminate called without an

@@ -1,10 +1,13 @@
-"""Distillation with the Hugging Face Trainer: ``python trainer_distill.py OUTPUT_DIR [--misuse]``.
+"""Distillation with the Hugging Face Trainer: ``python trainer_distill.py OUTPUT_DIR [--misuse]
+[--callback MODE]``.
 
 A tiny random BERT teacher and a smaller BERT student, both classifiers built
 from configs (nothing is downloaded), trained for a few steps on CPU by a
 ``Trainer`` whose ``compute_loss`` adds a temperature-scaled KL term to the
 cross-entropy; one process, or one per rank under ``torchrun``.
 ``--misuse`` passes the student's probabilities where log-probabilities belong.
+``--callback MODE`` guards training with ``kl_guard.transformers.KLGuardCallback`` and
+reports to TensorBoard (under OUTPUT_DIR/runs), the Trainer logging every other step.
 """
 
 from __future__ import annotations
@@ -82,8 +85,14 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("output_dir")
     parser.add_argument("--misuse", action="store_true")
+    parser.add_argument("--callback", choices=["warn", "raise"])
     args = parser.parse_args()
     torch.manual_seed(0)
+    callbacks = []
+    if args.callback:
+        from kl_guard.transformers import KLGuardCallback
+
+        callbacks.append(KLGuardCallback(mode=args.callback))
     training = TrainingArguments(
         output_dir=args.output_dir,
         max_steps=4,
@@ -91,9 +100,10 @@ def main() -> None:
         learning_rate=1e-3,
         use_cpu=True,
         ddp_find_unused_parameters=False,
-        report_to="none",
+        report_to=["tensorboard"] if callbacks else "none",
         save_strategy="no",
-        logging_strategy="no",
+        logging_strategy="steps" if callbacks else "no",
+        logging_steps=2,
         disable_tqdm=True,
     )
     trainer = DistillationTrainer(
@@ -102,6 +112,7 @@ def main() -> None:
         train_dataset=Tokens(64),
         teacher=bert(layers=2, width=64),
         misuse=args.misuse,
+        callbacks=callbacks,
     )
     try:
         trainer.train()
