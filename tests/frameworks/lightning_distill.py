@@ -16,8 +16,8 @@ import argparse
 
 import lightning as L
 import torch
-from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 import torch.nn.functional as F
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -50,7 +50,8 @@ class Distillation(L.LightningModule):
 
     def training_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
         (x,) = batch
-        return self(x)
+        loss: torch.Tensor = self(x)
+        return loss
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.student.parameters(), lr=0.1)
@@ -87,7 +88,7 @@ def main() -> None:
     )
     module: L.LightningModule = Distillation(args.misuse)
     if args.compile:
-        module = torch.compile(module, backend="aot_eager")  # type: ignore[assignment]
+        module = torch.compile(module, backend="aot_eager")
     try:
         trainer.fit(module, data)
     finally:

@@ -30,7 +30,7 @@ TIMEOUT = 240
 TORCHRUN = ("-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2")
 
 
-def needs(*modules: str) -> Any:
+def needs(*modules: str) -> pytest.MarkDecorator:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     return pytest.mark.skipif(
         bool(missing), reason=f"{', '.join(missing)} not installed (bash .ci/frameworks runs these)"
@@ -71,7 +71,9 @@ def train(tmp_path: Path, script: str, *args: str) -> Run:
 
 def tensorboard(folder: Path) -> tuple[dict[str, list[tuple[int, float]]], dict[str, list[str]]]:
     """The scalars (step, value) and texts of every TensorBoard event file under ``folder``."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.backend.event_processing.event_accumulator import (  # type: ignore[import-not-found]
+        EventAccumulator,
+    )
 
     (run,) = {path.parent for path in folder.rglob("events.out.tfevents.*")}
     events = EventAccumulator(str(run), size_guidance={"scalars": 0, "tensors": 0})
