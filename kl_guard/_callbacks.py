@@ -38,6 +38,11 @@ class Watch:
     """One callback's guard, what it found, and what the loggers were told."""
 
     def __init__(self, mode: Mode | str | None, config: Config | None, options: dict[str, Any]):
+        # Codes given as an iterator are read once, here: each start reads them again.
+        options = {
+            k: v if k not in ("select", "ignore") or v is None or isinstance(v, str) else tuple(v)
+            for k, v in options.items()
+        }
         Guard(mode, config=config, **options)  # a bad option fails where the callback is built
         self._settings = (mode, config, options)
         self.guard: Guard | None = None
@@ -99,14 +104,15 @@ class Watch:
         codes = sorted({f.code for f in fresh})
         return {f"{PREFIX}{code}": float(self._per_code[code]) for code in codes}, fresh
 
-    def share(self, findings: Sequence[Finding]) -> list[Finding]:
-        """Every rank's ``findings``, on every rank: all ranks call it together."""
-        parts = _all_gather([to_dict(f) for f in findings])
+    def share(self, findings: Sequence[Finding], world: int) -> list[Finding]:
+        """Every rank's ``findings``, on every rank: all ``world`` ranks of the trainer call it
+        together (a trainer of one rank gathers nothing, whatever process group is up)."""
+        parts = _all_gather([to_dict(f) for f in findings], world)
         return [finding_from_dict(fields) for part in parts for fields in part]
 
-    def finish(self, of: str) -> tuple[list[Finding], Counts, list[str]]:
+    def finish(self, of: str, world: int) -> tuple[list[Finding], Counts, list[str]]:
         """Stop the guard; every rank's findings and calls, and their summary (``of``: whose,
-        after the mode). All ranks call it together."""
+        after the mode). All ``world`` ranks call it together."""
         self.stop()
         guard = self.guard
         mine = Process(
@@ -116,7 +122,7 @@ class Watch:
             counts=guard.counts if guard else Counts(),
             findings=tuple(guard.findings) if guard else (),
         )
-        parts = _all_gather(as_record(mine))
+        parts = _all_gather(as_record(mine), world, last=True)
         processes = [from_record(f"rank-{i}", part) for i, part in enumerate(parts)]
         found, counts = combined(processes)
         return found, counts, job_summary(found, counts, processes, f"mode={self.mode}, {of}")
@@ -136,13 +142,6 @@ def as_markdown(lines: Iterable[str]) -> str:
     return "\n".join(f"    {line}" for text in lines for line in text.splitlines())
 
 
-def _distributed() -> Any:
-    dist = torch.distributed
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        return dist
-    return None
-
-
 def _rank() -> int | None:
     dist = torch.distributed
     if dist.is_available() and dist.is_initialized():
@@ -150,10 +149,16 @@ def _rank() -> int | None:
     return None
 
 
-def _all_gather(obj: Any) -> list[Any]:
-    dist = _distributed()
-    if dist is None:
+def _all_gather(obj: Any, world: int, last: bool = False) -> list[Any]:
+    """Every rank's ``obj``; ``last``: the end of training, where the group may soon be
+    freed. A barrier then lets gloo's thread let go of the gather's tensors first: a group
+    freed while that thread still frees them waits for the GIL its destroyer holds (torch
+    2.13, seen as a hang in the Trainer's own gathers at the end of training)."""
+    dist = torch.distributed
+    if world <= 1 or not (dist.is_available() and dist.is_initialized()):
         return [obj]
     parts: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(parts, obj)
+    if last:
+        dist.barrier()
     return parts

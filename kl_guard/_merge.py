@@ -79,7 +79,7 @@ def _process(path: str, entry: dict[str, Any], findings: Sequence[Finding]) -> P
         complete=entry["complete"],
         name=f"{path}:{entry['pid']}",
         running=entry.get("running", False),
-        node=os.path.basename(path),
+        node=path,
     )
 
 
@@ -108,6 +108,9 @@ def merge(paths: Sequence[str], json_path: str | None = None, stream: TextIO | N
     stream = stream or sys.stderr
     if len({os.path.realpath(p) for p in paths}) < len(paths):
         print("kl_guard merge: a report is named twice", file=stream)
+        return 2
+    if json_path is not None and os.path.realpath(json_path) in map(os.path.realpath, paths):
+        print(f"kl_guard merge: --json {json_path} would overwrite a report", file=stream)
         return 2
     try:
         reports = [read(path) for path in paths]

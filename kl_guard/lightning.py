@@ -85,12 +85,13 @@ class KLGuardCallback(Callback):  # type: ignore[misc]
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         # Every rank is here: the other ranks' findings reach rank zero's loggers.
-        found = _reporting.safely(self._watch.share, self._watch.new_here())
+        found = _reporting.safely(self._watch.share, self._watch.new_here(), trainer.world_size)
         if trainer.is_global_zero and found:
             _reporting.safely(self._log, trainer, found)
 
     def teardown(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
-        ended = _reporting.safely(self._watch.finish, str(getattr(stage, "value", stage)))
+        stage = str(getattr(stage, "value", stage))
+        ended = _reporting.safely(self._watch.finish, stage, trainer.world_size)
         if ended is None or not trainer.is_global_zero:
             return
         found, counts, lines = ended

@@ -81,6 +81,11 @@ class KLGuardCallback(TrainerCallback):  # type: ignore[misc]
         guard = self._watch.guard
         return guard.counts if guard else Counts()
 
+    def stop(self) -> None:
+        """Stop the guard now: after a ``train()`` that raised (the Trainer calls no callback
+        then), where the process goes on. The next ``train()`` stops it too."""
+        self._watch.stop()
+
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
@@ -91,13 +96,15 @@ class KLGuardCallback(TrainerCallback):  # type: ignore[misc]
         else:
             kinds = tuple(INTEGRATION_TO_CALLBACK.values())
             self._reporters = [cb for cb in handler.callbacks if isinstance(cb, kinds)]
-            if self._reporters and self in handler.callbacks:
+            callbacks = handler.callbacks
+            first = callbacks.index(self._reporters[0]) if self._reporters else None
+            if first is not None and self in callbacks and first < callbacks.index(self):
                 # Ahead of the integrations, so that the summary reaches them before their
                 # on_train_end closes them. Safe while the handler runs this event over its
                 # list: this callback leaves its index for an earlier one, and each callback
                 # after it keeps its own.
-                handler.callbacks.remove(self)
-                handler.callbacks.insert(handler.callbacks.index(self._reporters[0]), self)
+                callbacks.remove(self)
+                callbacks.insert(callbacks.index(self._reporters[0]), self)
         self._watch.start()
 
     def on_step_end(
@@ -112,14 +119,14 @@ class KLGuardCallback(TrainerCallback):  # type: ignore[misc]
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
         # Every rank is here: the other ranks' findings reach rank zero's integrations.
-        found = _reporting.safely(self._watch.share, self._watch.new_here())
+        found = _reporting.safely(self._watch.share, self._watch.new_here(), args.world_size)
         if state.is_world_process_zero and found:
             _reporting.safely(self._log, args, state, control, kwargs, found)
 
     def on_train_end(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
     ) -> None:
-        ended = _reporting.safely(self._watch.finish, "train")
+        ended = _reporting.safely(self._watch.finish, "train", args.world_size)
         if ended is None or not state.is_world_process_zero:
             return
         found, counts, lines = ended
@@ -140,7 +147,8 @@ class KLGuardCallback(TrainerCallback):  # type: ignore[misc]
             metrics.update(summary_metrics(found, summary[0]))
         if not metrics:
             return
-        state.log_history.append({**metrics, "step": state.global_step})
+        if summary is None:  # the Trainer's own train metrics stay log_history's last entry
+            state.log_history.append({**metrics, "step": state.global_step})
         texts = {"kl_guard/text": as_markdown(f.message for f in fresh)} if fresh else {}
         if summary is not None:
             texts["kl_guard/summary"] = as_markdown(summary[1])

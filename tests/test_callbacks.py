@@ -53,7 +53,7 @@ def test_finish_sums_up_this_process_alone_without_a_process_group() -> None:
     watch = Watch("log", None, {"check_every": 1})
     watch.start()
     misuse()
-    found, counts, lines = watch.finish("fit")
+    found, counts, lines = watch.finish("fit", 1)
     assert not kl_guard.is_active()
     assert [f.code for f in found] == ["KLG001"] and counts == Counts(1, 1, 0)
     assert lines[0] == (
@@ -65,7 +65,15 @@ def test_finish_sums_up_this_process_alone_without_a_process_group() -> None:
         "kl_guard/checked": 1.0,
         "kl_guard/findings": 1.0,
     }
-    assert watch.share(found) == found  # one process: its own
+    assert watch.share(found, 1) == found  # one rank: its own
+
+
+def test_codes_given_as_an_iterator_hold_for_every_start() -> None:
+    watch = Watch("log", None, {"select": (c for c in ["KLG001"]), "check_every": 1})
+    for _ in range(2):  # a fit, then a validate
+        watch.start()
+        misuse()
+        assert [f.code for f in watch.finish("fit", 1)[0]] == ["KLG001"]
 
 
 def test_a_guard_left_running_by_a_failed_fit_is_stopped_at_the_next_start() -> None:

@@ -138,6 +138,9 @@ def test_a_missing_report_or_one_named_twice_is_exit_status_2(tmp_path: Path) ->
     assert merge(a, str(tmp_path / "none.json"))[0] == 2
     status, said = merge(a, str(tmp_path / "." / "a.json"))
     assert status == 2 and "named twice" in said
+    b = report(tmp_path / "b.json", 1)
+    status, said = merge(a, b, f"--json={b}")
+    assert status == 2 and "would overwrite a report" in said
 
 
 def test_the_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

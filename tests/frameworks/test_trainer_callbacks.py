@@ -212,3 +212,27 @@ def test_the_trainer_stops_in_raise_mode(tmp_path: Path) -> None:
     run = train(tmp_path, TRAINER, "out", "--callback", "raise", "--misuse")
     assert run.status != 0
     assert "kl_guard.KLGuardError: KLG003" in run.stderr, run.stderr[-4000:]
+
+
+@needs("lightning", "transformers")
+def test_kl_guard_imports_neither_framework() -> None:
+    script = (
+        "import sys, kl_guard; kl_guard.install(); kl_guard.uninstall(); "
+        "print(sorted({'lightning', 'pytorch_lightning', 'transformers'} & set(sys.modules)))"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.strip() == "[]", done.stderr
+
+
+@needs("transformers")
+def test_without_the_trainers_handler_the_callback_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from kl_guard.transformers import UNREACHED, KLGuardCallback
+
+    callback = KLGuardCallback()
+    callback.on_train_begin(None, None, None)  # called by no CallbackHandler
+    try:
+        assert [r.getMessage() for r in caplog.records] == [UNREACHED]
+    finally:
+        callback._watch.stop()

@@ -116,6 +116,8 @@ def main() -> None:
     )
     try:
         trainer.train()
+        if torch.distributed.is_initialized():  # as in lightning_distill.py
+            torch.distributed.barrier()
     finally:
         # the gloo group left to the interpreter's exit aborts a rank now and then
         # ("terminate called without an active exception"), as Lightning's does
