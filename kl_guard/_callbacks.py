@@ -122,7 +122,7 @@ class Watch:
             counts=guard.counts if guard else Counts(),
             findings=tuple(guard.findings) if guard else (),
         )
-        parts = _all_gather(as_record(mine), world, last=True)
+        parts = _all_gather(as_record(mine), world)
         processes = [from_record(f"rank-{i}", part) for i, part in enumerate(parts)]
         found, counts = combined(processes)
         return found, counts, job_summary(found, counts, processes, f"mode={self.mode}, {of}")
@@ -149,16 +149,10 @@ def _rank() -> int | None:
     return None
 
 
-def _all_gather(obj: Any, world: int, last: bool = False) -> list[Any]:
-    """Every rank's ``obj``; ``last``: the end of training, where the group may soon be
-    freed. A barrier then lets gloo's thread let go of the gather's tensors first: a group
-    freed while that thread still frees them waits for the GIL its destroyer holds (torch
-    2.13, seen as a hang in the Trainer's own gathers at the end of training)."""
+def _all_gather(obj: Any, world: int) -> list[Any]:
     dist = torch.distributed
     if world <= 1 or not (dist.is_available() and dist.is_initialized()):
         return [obj]
     parts: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(parts, obj)
-    if last:
-        dist.barrier()
     return parts

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import kl_guard
-from helpers import ORIGINAL, fully_removed, logits
+from helpers import ORIGINAL, fully_removed, logits, rounds
 from kl_guard._config import Config
 from kl_guard._policy import SiteSchedule
 
@@ -89,12 +89,12 @@ def test_calls_stay_exact_while_others_install_uninstall_and_guard(
         return work
 
     def installer() -> None:
-        for i in range(300):
+        for i in range(rounds(300)):
             kl_guard.install(mode="log", check_every=1 + i % 3)
             kl_guard.uninstall()
 
     def guarder() -> None:
-        for _ in range(300):
+        for _ in range(rounds(300)):
             with kl_guard.guard(mode="log", check_every=1), kl_guard.guard(mode="off"):
                 pass
             g = kl_guard.guard(mode="log")
@@ -156,7 +156,7 @@ def test_guards_of_several_threads_nest_and_unwind(filters: list[object]) -> Non
     inp, tgt = F.softmax(logits(8, 5), 1), F.softmax(logits(8, 5, seed=1), 1)
 
     def worker() -> None:
-        for _ in range(100):
+        for _ in range(rounds(100)):
             barrier.wait(10)
             with kl_guard.guard(mode="log", check_every=1) as g:
                 barrier.wait(10)  # all four guards active at once

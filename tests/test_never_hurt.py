@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import kl_guard
-from helpers import logits
+from helpers import logits, rounds
 from kl_guard import _check
 
 
@@ -121,7 +121,7 @@ def test_threads_calling_while_another_installs_and_uninstalls() -> None:
     threads = [threading.Thread(target=caller) for _ in range(4)]
     for t in threads:
         t.start()
-    for _ in range(200):
+    for _ in range(rounds(200)):
         kl_guard.install(check_every=1)
         with kl_guard.guard(mode="log"):
             pass

@@ -91,11 +91,6 @@ def main() -> None:
         module = torch.compile(module, backend="aot_eager")
     try:
         trainer.fit(module, data)
-        # Every rank past its last collective first: a gloo group freed (here, or with the
-        # DDP model after it) while its thread still frees a collective's tensors waits
-        # for the GIL its destroyer holds (torch 2.13: a hang, 1 run in about 30 under load)
-        if torch.distributed.is_initialized():
-            torch.distributed.barrier()
     finally:
         # Lightning leaves the gloo group to the interpreter's exit, where its
         # threads abort the process now and then ("terminate called without an

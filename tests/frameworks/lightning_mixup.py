@@ -77,8 +77,6 @@ def main() -> None:
     )
     try:
         trainer.fit(Classifier(args.misuse), data)
-        if torch.distributed.is_initialized():  # as in lightning_distill.py
-            torch.distributed.barrier()
     finally:
         # as in lightning_distill.py: the gloo group ends here, not in the interpreter's exit
         if torch.distributed.is_initialized():

@@ -13,6 +13,7 @@ reports to TensorBoard (under OUTPUT_DIR/runs), the Trainer logging every other 
 from __future__ import annotations
 
 import argparse
+import gc
 from typing import Any
 
 import torch
@@ -116,11 +117,15 @@ def main() -> None:
     )
     try:
         trainer.train()
-        if torch.distributed.is_initialized():  # as in lightning_distill.py
-            torch.distributed.barrier()
     finally:
-        # the gloo group left to the interpreter's exit aborts a rank now and then
-        # ("terminate called without an active exception"), as Lightning's does
+        # The gloo group left to the interpreter's exit aborts a rank now and then
+        # ("terminate called without an active exception"), as Lightning's does. And it
+        # ends after the DDP model the Trainer keeps: freed last by the model's Reducer,
+        # which holds the GIL, the group waits for its thread, which needs the GIL to free
+        # a gather's tensors (torch 2.13: a hang, 2 CI runs in 2 under pytest -n 2).
+        # Lightning unwraps its DDP model at teardown.
+        del trainer
+        gc.collect()
         if torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 
