@@ -1,5 +1,5 @@
 """Distillation with Lightning on CPU: ``python lightning_distill.py STRATEGY [--misuse]
-[--callback MODE --logs DIR] [--compile]``.
+[--callback MODE --logs DIR] [--compile] [--validate]``.
 
 A frozen teacher and a smaller student, both random MLPs, trained for a few
 steps on two CPU processes (gloo) with ``Trainer(strategy=STRATEGY)``
@@ -7,7 +7,7 @@ steps on two CPU processes (gloo) with ``Trainer(strategy=STRATEGY)``
 KL divergence; ``--misuse`` passes the teacher's raw logits as the target.
 ``--callback MODE`` guards the fit with ``kl_guard.lightning.KLGuardCallback``,
 logging to a CSV and a TensorBoard logger under ``--logs``; ``--compile`` trains a
-``torch.compile``d module.
+``torch.compile``d module; ``--validate`` validates it after the fit.
 """
 
 from __future__ import annotations
@@ -53,6 +53,9 @@ class Distillation(L.LightningModule):
         loss: torch.Tensor = self(x)
         return loss
 
+    def validation_step(self, batch: list[torch.Tensor], batch_idx: int) -> torch.Tensor:
+        return self.training_step(batch, batch_idx)
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.SGD(self.student.parameters(), lr=0.1)
 
@@ -64,6 +67,7 @@ def main() -> None:
     parser.add_argument("--callback", choices=["warn", "raise"])
     parser.add_argument("--logs")
     parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--validate", action="store_true", help="trainer.validate after the fit")
     args = parser.parse_args()
     torch.manual_seed(0)
     data = DataLoader(TensorDataset(torch.randn(64, FEATURES)), batch_size=8)
@@ -91,6 +95,8 @@ def main() -> None:
         module = torch.compile(module, backend="aot_eager")
     try:
         trainer.fit(module, data)
+        if args.validate:
+            trainer.validate(module, data, verbose=False)
     finally:
         # Lightning leaves the gloo group to the interpreter's exit, where its
         # threads abort the process now and then ("terminate called without an

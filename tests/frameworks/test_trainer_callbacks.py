@@ -167,12 +167,17 @@ def test_lightning_raise_mode_stops_the_fit(tmp_path: Path) -> None:
 
 
 @needs("lightning")
-def test_lightning_guards_a_compiled_module(tmp_path: Path) -> None:
-    run = lightning(tmp_path, "single", "--callback", "warn", "--misuse", "--compile")
+def test_lightning_guards_a_compiled_module_then_its_validation(tmp_path: Path) -> None:
+    run = lightning(tmp_path, "single", "--callback", "warn", "--misuse", "--compile", "--validate")
     assert run.status == 0, run.stderr[-4000:]
-    assert run.summary[0].startswith("kl_guard summary (mode=warn, fit): 2 findings in 4 loss")
+    fit = run.stderr[: run.stderr.rindex("kl_guard summary")]
+    assert "kl_guard summary (mode=warn, fit): 2 findings in 4 loss calls" in fit
+    # the validation's 8 batches, checked by a guard of its own; the same line's finding
+    # is not logged again
+    assert run.summary[0].startswith("kl_guard summary (mode=warn, validate): 2 findings in 8")
     metrics = kl_guard_only(csv_metrics(run.out))
     assert metrics["kl_guard/KLG007"] == [(1, 1.0)]
+    assert metrics["kl_guard/loss_calls"] == [(4, 4.0), (4, 8.0)]
 
 
 # -- the Hugging Face Trainer ---------------------------------------------------------
