@@ -104,6 +104,19 @@ class Watch:
         codes = sorted({f.code for f in fresh})
         return {f"{PREFIX}{code}": float(self._per_code[code]) for code in codes}, fresh
 
+    def entries(
+        self, found: Sequence[Finding], summary: tuple[Counts, list[str]] | None = None
+    ) -> tuple[dict[str, float], dict[str, str]]:
+        """What a logger gets of ``found`` (and at the end, of the summary's counts and
+        lines): the metrics, and the texts by tag; both empty when nothing is new."""
+        metrics, fresh = self.tell(found)
+        texts = {f"{PREFIX}text": as_markdown(f.message for f in fresh)} if fresh else {}
+        if summary is not None:
+            counts, lines = summary
+            metrics.update(summary_metrics(found, counts))
+            texts[f"{PREFIX}summary"] = as_markdown(lines)
+        return metrics, texts
+
     def share(self, findings: Sequence[Finding], world: int) -> list[Finding]:
         """Every rank's ``findings``, on every rank: all ``world`` ranks of the trainer call it
         together (a trainer of one rank gathers nothing, whatever process group is up)."""
@@ -126,6 +139,29 @@ class Watch:
         processes = [from_record(f"rank-{i}", part) for i, part in enumerate(parts)]
         found, counts = combined(processes)
         return found, counts, job_summary(found, counts, processes, f"mode={self.mode}, {of}")
+
+
+class Watched:
+    """What both callbacks offer beside their hooks, from their :class:`Watch`."""
+
+    _watch: Watch
+
+    @property
+    def findings(self) -> list[Finding]:
+        """This process's findings in the current (or last) guarded stage or ``train()``."""
+        guard = self._watch.guard
+        return guard.findings if guard else []
+
+    @property
+    def counts(self) -> Counts:
+        """This process's loss calls in the current (or last) guarded stage or ``train()``."""
+        guard = self._watch.guard
+        return guard.counts if guard else Counts()
+
+    def stop(self) -> None:
+        """Stop the guard now: after a training that raised where the framework calls no
+        callback then (the Trainer), and the process goes on. The next start stops it too."""
+        self._watch.stop()
 
 
 def summary_metrics(found: Sequence[Finding], counts: Counts) -> dict[str, float]:

@@ -27,7 +27,7 @@ except ImportError:
         ) from None
 
 from kl_guard import _reporting
-from kl_guard._callbacks import Watch, as_markdown, summary_metrics
+from kl_guard._callbacks import Watch, Watched
 from kl_guard._config import Config, Mode
 from kl_guard._findings import Counts, Finding
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
 __all__ = ["KLGuardCallback"]
 
 
-class KLGuardCallback(Callback):  # type: ignore[misc]
+class KLGuardCallback(Watched, Callback):  # type: ignore[misc]
     """Guards the trainer's loss calls from ``setup`` to ``teardown``, on every rank.
 
     ``mode`` and the options are :func:`kl_guard.guard`'s. In raise mode a finding
@@ -55,18 +55,6 @@ class KLGuardCallback(Callback):  # type: ignore[misc]
     ) -> None:
         super().__init__()
         self._watch = Watch(mode, config, dict(options))
-
-    @property
-    def findings(self) -> list[Finding]:
-        """This process's findings in the current (or last) stage."""
-        guard = self._watch.guard
-        return guard.findings if guard else []
-
-    @property
-    def counts(self) -> Counts:
-        """This process's loss calls in the current (or last) stage."""
-        guard = self._watch.guard
-        return guard.counts if guard else Counts()
 
     def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
         self._watch.start()
@@ -115,18 +103,13 @@ class KLGuardCallback(Callback):  # type: ignore[misc]
         found: Sequence[Finding],
         summary: tuple[Counts, list[str]] | None = None,
     ) -> None:
-        metrics, fresh = self._watch.tell(found)
-        if summary is not None:
-            metrics.update(summary_metrics(found, summary[0]))
+        metrics, texts = self._watch.entries(found, summary)
         if not metrics:
             return
         step = trainer.global_step
-        texts = [("kl_guard/text", as_markdown([f.message for f in fresh]))] if fresh else []
-        if summary is not None:
-            texts.append(("kl_guard/summary", as_markdown(summary[1])))
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=step)
             add_text = getattr(logger.experiment, "add_text", None)  # TensorBoard's writer
             if add_text is not None:
-                for tag, text in texts:
+                for tag, text in texts.items():
                     add_text(tag, text, global_step=step)

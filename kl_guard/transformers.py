@@ -31,7 +31,7 @@ except ImportError:
     ) from None
 
 from kl_guard import _compat, _reporting
-from kl_guard._callbacks import Watch, as_markdown, summary_metrics
+from kl_guard._callbacks import Watch, Watched
 from kl_guard._config import Config, Mode
 from kl_guard._findings import Counts, Finding
 
@@ -50,7 +50,7 @@ UNREACHED = (
 )
 
 
-class KLGuardCallback(TrainerCallback):  # type: ignore[misc]
+class KLGuardCallback(Watched, TrainerCallback):  # type: ignore[misc]
     """Guards the Trainer's loss calls from ``on_train_begin`` to ``on_train_end``, on
     every rank.
 
@@ -68,23 +68,6 @@ class KLGuardCallback(TrainerCallback):  # type: ignore[misc]
     ) -> None:
         self._watch = Watch(mode, config, dict(options))
         self._reporters: list[Any] | None = None
-
-    @property
-    def findings(self) -> list[Finding]:
-        """This process's findings in the current (or last) ``train()``."""
-        guard = self._watch.guard
-        return guard.findings if guard else []
-
-    @property
-    def counts(self) -> Counts:
-        """This process's loss calls in the current (or last) ``train()``."""
-        guard = self._watch.guard
-        return guard.counts if guard else Counts()
-
-    def stop(self) -> None:
-        """Stop the guard now: after a ``train()`` that raised (the Trainer calls no callback
-        then), where the process goes on. The next ``train()`` stops it too."""
-        self._watch.stop()
 
     def on_train_begin(
         self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs: Any
@@ -142,16 +125,11 @@ class KLGuardCallback(TrainerCallback):  # type: ignore[misc]
         found: Sequence[Finding],
         summary: tuple[Counts, list[str]] | None = None,
     ) -> None:
-        metrics, fresh = self._watch.tell(found)
-        if summary is not None:
-            metrics.update(summary_metrics(found, summary[0]))
+        metrics, texts = self._watch.entries(found, summary)
         if not metrics:
             return
         if summary is None:  # the Trainer's own train metrics stay log_history's last entry
             state.log_history.append({**metrics, "step": state.global_step})
-        texts = {"kl_guard/text": as_markdown(f.message for f in fresh)} if fresh else {}
-        if summary is not None:
-            texts["kl_guard/summary"] = as_markdown(summary[1])
         for reporter in self._reporters or ():
             reporter.on_log(args, state, control, logs=dict(metrics), **kwargs)
             if texts and isinstance(reporter, TensorBoardCallback):  # it logs str as text
