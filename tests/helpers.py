@@ -11,6 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -338,6 +339,27 @@ def marked_line(path: str, marker: str) -> int:
         lines = [n for n, text in enumerate(f, 1) if text.rstrip().endswith(f"# {marker}")]
     assert len(lines) == 1, f"{marker!r} marks lines {lines} of {path}"
     return lines[0]
+
+
+def misuse_line(script: Path) -> str:
+    """Where kl_guard locates the line of ``script`` marked ``# misuse``: ``name:line``."""
+    return f"{script.name}:{marked_line(str(script), 'misuse')}"
+
+
+def run_training(cwd: Path, command: list[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    """``command``, a training script as tests/frameworks launches it, run to its end in
+    ``cwd``: one intra-op thread per process (the ranks share a few cores), nothing
+    downloaded and no user configuration read (models come from configs). A run still
+    going after ``timeout`` seconds fails the test with the end of its stderr."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(cwd / "hf")}
+    env.pop("KL_GUARD_MODE", None)
+    try:
+        return subprocess.run(
+            command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
+        pytest.fail(f"{' '.join(command)} still ran after {timeout} s\n{stderr[-4000:]}")
 
 
 def run_subprocess(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -18,14 +18,14 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
-import os
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from helpers import misuse_line, run_training
 
 pytestmark = pytest.mark.slow
 
@@ -158,35 +158,10 @@ def run_job(tmp_path: Path, launcher: Launcher, misuse: bool, mode: str) -> Job:
     if misuse:
         program.append("--misuse")
     command = [sys.executable, "-m", "kl_guard", "run", "--mode", mode, "--json", "r.json"]
-    env = {
-        **os.environ,
-        # one intra-op thread per process: the ranks share a few cores
-        "OMP_NUM_THREADS": "1",
-        # models come from configs; nothing is downloaded, no user config is read
-        "HF_HUB_OFFLINE": "1",
-        "HF_HOME": str(tmp_path / "hf"),
-    }
-    try:
-        done = subprocess.run(
-            [*command, *program],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-        pytest.fail(f"{' '.join(program)} still ran after {TIMEOUT} s\n{stderr[-4000:]}")
+    done = run_training(tmp_path, [*command, *program], TIMEOUT)
     assert "kl_guard summary" in done.stderr, done.stderr[-4000:]
     report = json.loads((tmp_path / "r.json").read_text())
     return Job(done.returncode, done.stderr, report)
-
-
-def misuse_line(script: str) -> str:
-    lines = (HERE / script).read_text().splitlines()
-    return f"{script}:{next(i for i, text in enumerate(lines, 1) if '# misuse' in text)}"
 
 
 @pytest.mark.parametrize(("launcher", "misuse", "mode"), _params())
@@ -221,7 +196,7 @@ def test_a_launcher_gives_one_summary_json_and_status(
         )
         assert f"({checked} checked from their tensors)" in job.summary[0]
         return
-    line = misuse_line(launcher.script)
+    line = misuse_line(HERE / launcher.script)
     ranks: tuple[int | None, ...] = launcher.ranks or (None,)
     assert found == {(line, code, rank) for code in launcher.codes for rank in ranks}, context
     for rank in launcher.ranks:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import importlib.util
-import os
 import shutil
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from helpers import misuse_line, run_training
 
 pytestmark = pytest.mark.slow
 
@@ -51,21 +52,7 @@ class Run:
 def train(tmp_path: Path, script: str, *args: str) -> Run:
     shutil.copy(HERE / script, tmp_path)
     launcher = [*TORCHRUN, script] if script.startswith("trainer") else [script]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path)}
-    env.pop("KL_GUARD_MODE", None)
-    try:
-        done = subprocess.run(
-            [sys.executable, *launcher, *args],
-            cwd=tmp_path,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        stderr = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else ""
-        pytest.fail(f"{script} {' '.join(args)} still ran after {TIMEOUT} s\n{stderr[-4000:]}")
+    done = run_training(tmp_path, [sys.executable, *launcher, *args], TIMEOUT)
     return Run(done.returncode, done.stderr, tmp_path / "out")
 
 
@@ -115,11 +102,6 @@ def lightning(tmp_path: Path, strategy: str, *args: str) -> Run:
     return train(tmp_path, LIGHTNING, strategy, "--logs", "out", *args)
 
 
-def misuse_line(script: str) -> str:
-    lines = (HERE / script).read_text().splitlines()
-    return f"{script}:{next(i for i, text in enumerate(lines, 1) if '# misuse' in text)}"
-
-
 @needs("lightning", "tensorboard")
 def test_lightning_correct_fit_logs_a_clean_summary(tmp_path: Path) -> None:
     run = lightning(tmp_path, "ddp", "--callback", "warn")
@@ -141,7 +123,7 @@ def test_lightning_correct_fit_logs_a_clean_summary(tmp_path: Path) -> None:
 def test_lightning_logs_each_ranks_finding_once(tmp_path: Path, strategy: str) -> None:
     run = lightning(tmp_path, strategy, "--callback", "warn", "--misuse")
     assert run.status == 0, run.stderr[-4000:]
-    line = misuse_line(LIGHTNING)
+    line = misuse_line(HERE / LIGHTNING)
     for rank in (0, 1):
         for code in ("KLG007", "KLG004"):
             assert sum(code in s and f"{line} (rank {rank})" in s for s in run.summary) == 1
@@ -206,7 +188,7 @@ def test_the_trainer_reports_to_tensorboard(tmp_path: Path, misuse: bool) -> Non
         return
     per_code = {"kl_guard/KLG003": [(1, 1.0), (4, 2.0)], "kl_guard/KLG004": [(1, 1.0), (4, 2.0)]}
     assert kl_guard_only(scalars) == {**per_code, **ends}
-    line = misuse_line(TRAINER)
+    line = misuse_line(HERE / TRAINER)
     first, then = kl_guard_only(texts)["kl_guard/text"]
     assert "KLG003" in first and f"at: {line} (rank 0)" in first
     assert f"at: {line} (rank 1)" in then

@@ -96,12 +96,7 @@ def main() -> None:
     try:
         trainer.train()
     finally:
-        # The gloo group left to the interpreter's exit aborts a rank now and then
-        # ("terminate called without an active exception"), as Lightning's does. And it
-        # ends after the DDP model the Trainer keeps: freed last by the model's Reducer,
-        # which holds the GIL, the group waits for its thread, which needs the GIL to free
-        # a gather's tensors (torch 2.13: a hang, 2 CI runs in 2 under pytest -n 2).
-        # Lightning unwraps its DDP model at teardown.
+        # as in trainer_distill.py: the Trainer (and its DDP model) first, then the group
         del trainer
         gc.collect()
         if torch.distributed.is_initialized():
