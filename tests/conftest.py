@@ -11,28 +11,22 @@ from kl_guard import _check, _lifecycle, _reporting
 
 pytest_plugins = ["pytester"]
 
-settings.register_profile(
-    "default",
-    max_examples=40,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
-)
-settings.register_profile(
-    "ci",
-    max_examples=80,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+
+def _profile(name: str, examples: int, *, derandomize: bool) -> None:
+    settings.register_profile(
+        name,
+        max_examples=examples,
+        deadline=None,
+        derandomize=derandomize,
+        suppress_health_check=[HealthCheck.too_slow],
+    )
+
+
+_profile("default", 40, derandomize=False)
+_profile("ci", 80, derandomize=True)
 # The oldest and newest torch (.ci/versions): what differs between releases is torch's
 # behaviour, which a few derandomized examples reach; the main job searches deeper.
-settings.register_profile(
-    "versions",
-    max_examples=12,
-    deadline=None,
-    derandomize=True,
-    suppress_health_check=[HealthCheck.too_slow],
-)
+_profile("versions", 12, derandomize=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
 
 

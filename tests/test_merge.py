@@ -7,6 +7,7 @@ against the same job run on one node.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import socket
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from kl_guard._cli import main
+from kl_guard._merge import merge as merge_reports
 from kl_guard._runner import JSON_VERSION
 
 
@@ -62,20 +64,16 @@ def report(path: Path, *ranks: int, status: int = 0, mode: str = "warn") -> str:
     return str(path)
 
 
-def merge(*args: str) -> tuple[int, str]:
-    from io import StringIO
-
-    from kl_guard._merge import merge as run
-
-    paths = [a for a in args if not a.startswith("--json=")]
-    json_path = next((a[len("--json=") :] for a in args if a.startswith("--json=")), None)
-    stream = StringIO()
-    return run(paths, json_path, stream), stream.getvalue()
+def merge(*paths: str, json_path: Path | None = None) -> tuple[int, str]:
+    """``merge``'s exit status and what it said."""
+    stream = io.StringIO()
+    status = merge_reports(paths, None if json_path is None else str(json_path), stream)
+    return status, stream.getvalue()
 
 
 def test_two_nodes_make_one_summary_by_global_rank(tmp_path: Path) -> None:
     a, b = report(tmp_path / "a.json", 0, 1), report(tmp_path / "b.json", 2, 3)
-    status, said = merge(a, b, f"--json={tmp_path / 'job.json'}")
+    status, said = merge(a, b, json_path=tmp_path / "job.json")
     assert status == 0
     lines = said.splitlines()
     assert lines[0] == (
@@ -139,7 +137,7 @@ def test_a_missing_report_or_one_named_twice_is_exit_status_2(tmp_path: Path) ->
     status, said = merge(a, str(tmp_path / "." / "a.json"))
     assert status == 2 and "named twice" in said
     b = report(tmp_path / "b.json", 1)
-    status, said = merge(a, b, f"--json={b}")
+    status, said = merge(a, b, json_path=Path(b))
     assert status == 2 and "would overwrite a report" in said
 
 
@@ -223,7 +221,7 @@ def test_two_torchrun_nodes_merge_as_one_node_ran_the_job(tmp_path: Path) -> Non
     assert "kl_guard summary (mode=warn): no findings in 1 loss call " in said_by_node[0]
     assert "kl_guard summary (mode=warn): 1 finding in 3 loss calls " in said_by_node[1]
     reports = [str(tmp_path / f"node{n}.json") for n in (0, 1)]
-    status, said = merge(*reports, f"--json={tmp_path / 'job.json'}")
+    status, said = merge(*reports, json_path=tmp_path / "job.json")
     assert status == 0, said
     assert "rank 1: 1 finding in 3 loss calls" in said and "note:" not in said
     finished(runner(tmp_path, "one.json", "--standalone", "--nproc_per_node", "2"))
